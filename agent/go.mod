@@ -1,0 +1,3 @@
+module github.com/edgeward/edgeward/agent
+
+go 1.26.8

@@ -1,0 +1,3 @@
+module github.com/edgeward/edgeward/proto
+
+go 1.26.8
