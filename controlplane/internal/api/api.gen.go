@@ -7,19 +7,13 @@ package api
 
 import (
 	"bytes"
-	"compress/flate"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
-	"path"
-	"strings"
 	"time"
 
-	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/oapi-codegen/runtime"
 	openapi_types "github.com/oapi-codegen/runtime/types"
 )
@@ -1772,166 +1766,4 @@ func (sh *strictHandler) GetMe(w http.ResponseWriter, r *http.Request) {
 	} else if response != nil {
 		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
 	}
-}
-
-// Base64 encoded, compressed with deflate, json marshaled OpenAPI spec.
-// Stored as a slice of fixed-width chunks rather than one concatenated
-// const string: with thousands of chunks the chained `+` fold is several
-// times slower for the Go compiler than parsing a slice literal.
-var swaggerSpec = []string{
-	"7Ft7c9tGkv8qXdhUWaoFKcqWvRf5LyXnbHxnJzpbuVxVpBWGQJOYFTADzwxI0S5996vpGbxIgA+/1leX",
-	"v0yT8+jp/vW79SGIZV5IgcLo4PxDUDDFcjSo6H8/lkpLZT8lqGPFC8OlCM6DqxQhEnhvbmNaEYGcgUkR",
-	"CoULLksNBZvjOAgDbpe/K1GtgjAQLMfgPHB7gjDQcYo5s8fn7P4VirlJg/Onp4/DIOei+v9pGJhVYfdp",
-	"o7iYBw8PYfCK59xs0nXJ5giav0c4SnDGyszA08nxEB0ZHbJGBs/LPDh/PJkQEe5/DQlcGJyjIhqu5B2K",
-	"l0k/dy4uX4KxCx5p4ElNQcFM2hBAC255EoSBwnclV5gE50aV2KZpJlXOTHAelCWtXGfGg92sCyk0ksx+",
-	"YMkbfFeiJv7EUhgU9JEVRcZjZok8KZScZpj/9Z/aUvyhdd13CmfBefCXkwYXJ+5XfXLpdrlLu29+zTJL",
-	"KCag3OVwNGUJ/MfbX38JgYH9XEMLpAKHgeNx8BAGP0k15UmC4msSbIUUsyxD9UiDkhlCzlYgpKFvwaRc",
-	"gyxQ0fVE5i/S/CRLkXxNKn+RoMs4BYValipG4MKRZlAwYYiuS7bKJEuupHzF1By/NhMreU9lsgKuIbNE",
-	"KDApE2QSNKoFKmBxjIXRjmJ/4lek9EIAKiUV3f+bYKVJpeLv8WtLk1Q+tBrAIK90JoRS3Am5FCHgfWHN",
-	"gF2gcCHv7EeBnupCyRi1ZtMMXwjDzepry7qSsVVrmJYGpgrZnXZypiPcy1SZ4XNAFqcwYzzjYg4zjlli",
-	"91rbl/gH6bIopDKYvMaEsyuybP9a9FoDELVvtbdFYzL4/kh740XByfwTjUnC7VKWXSprMQy3hnjGMo1h",
-	"ULS++hDECpnB5JaZjmVPmMGR4Tlumvew3jNd9XuaQnER84JZm8UM+OUkEgLbcxBllsFMKvd/DTlLEKYr",
-	"YMJbOGuPZZ4zQY7KLrcQq1zRBkUOo/qgV/BkD18WBhnT5rbUNYu6z/2tSOhtzEAutQEpYrR6xEVpKNro",
-	"pWXne5w3/rD5Q83a2z3JbzYMnum1ehvzdhJs3dUu3L+xayxoDTOl3rW6wvNbt9oFFVVE8kdAr6Un+cvX",
-	"eLPx8vresI35Dpg7OFqTfIdNNzUH5PSfGBv7qoreH+m8A7Wwi98uxH5PUTS6A9rIQsNSqjsu5s+d90WY",
-	"laZUCEw0UHzy7BkkbKWBLdlqDP/uo8/vJ/TtIDYHsbhOFTMtqri26mwPbcXNpz5kbcXNBTMGlT3gH3/8",
-	"4/r6fjIZXV/fn86ur+//Nrv563fbIcx7QlvrRu+5NtaitwyPhCkXLZtjvzmyFkdJw2gxa5Y/0m7RcYcr",
-	"Qyq1P9bXMNuG624IJV/dkn9LZvZPu/mZ7Gbocrp+Tz1FptB74TG8TeVS1PF8lcKBFNlqHPTlvN+MQa4e",
-	"uU2rXnGXfx6gUtxg3v2wD+eJ544KphRbETCbykRfjUBrYBqiqnRBkVGKYHdR3cJHTNIZe8uHupyxA2Lr",
-	"UqKHdOnZxrS3NeZQlLk9gcWGL7AWTdIIonVQA/CLMuHmIjbu3YfwPtnLJA1qp/Ghe0V3jb4gDNjcBvNh",
-	"UMWaFosrbTDvecIaA+nXsIX2Xu7ZR79YVBnD/o+2zJViwNumrChQ2NzMYoUpZOMFqmkUEl7wnuVFhjZV",
-	"4LdOob0mReM+A8cqmWyFdCM9ylUM45kefpOT0Zp/pieNdIExn/EYZiw2egy/IKXgoDFWaFoUNlxMmU43",
-	"WfEz3sPbny9Gj58+A2nPiAqFi1u7OKL4h4wXWuY/0hAzIQWPWWaTfs4y/t5XT7qhyGT0PRvNbj48O3v4",
-	"7hOcmIzjUqkDfbAsTSxz3EsUv/q15KD8q3ewaK0KSoyBo2dn8B6V1LWpmXGlzfGhfPG56u2eykpvwdsF",
-	"Kt0Lc1cB65WYS+aRaLWvhiXTNkUsSpt+LblJWxiqa6JhoPFdj8GVmtBbRc+udPVIu5PjlHERgjZMuUDR",
-	"wGknMOTCPDvrv41KYre82Isdhqk5mr0Ef+WW9jpd+8Qu9irtDiuDUt/VEVmb3gaHjZ5vCKyNOq+f283f",
-	"l/e5jaXd7XW/kKu0JLy0GFC+/nVI0J5ifHegwSAVvo1lKbqbhmFJyn07VXvVhzZVkrZ7y7FMpUbIuLiD",
-	"RKKrTi1Q8dmKSoiWxX1RyVq6Sy/Y02goZL68tmlPnHLv5MCaZJ3C1ETUV/RJN0WW1Gb2ENNIG3utzxWV",
-	"oN+VKGIEUeZTVJWZFrjEmtVHE1j63N+m9gpBSIHHe5oiEgp3WaT/dSplhkxs8KNe2sVW6w1tPoRt0K5h",
-	"a1A/fm2cXBWQ6TKOUVsNmzGelcpZHsG3BZJXtcX8/JFkFTDuG//1vfX1oYUflmVyiclt3dfR/Xipf3+Z",
-	"aAcWriGRcZlbpJiqGLPZPrLfUK+vsqYD726M5iekynfc9aK2V7/96v+0i/fMtA/Ikp0v35d2v3o4i6B+",
-	"6MfUPepO6l5k0OIBKtYRWD+wS/7ufHtNUHWe3mr6tgjpeXzYh9c+PegKuaX0pUbKtlAteIy3LHampk/h",
-	"Wy25A/zVhYA3P/0I3589/Rv49kytJxTddt2vTHpqmxc29ptmGELO4pQLHClkif3GdezAbutNqlzkNJC/",
-	"Lcl/KinmFK9WVRYKx3pPo8t6DMKvAgGFUSsoUK21s6Rqutodvd+jI/WTPaHPJHChDRMx9tumqmFVsE4Q",
-	"PpQlDB7wSEP0PyM/KTB6OZC3NlWwzYN+vrq6BLdgXUYtz2i4yfqlnkplQkjLnIlG5LrMc6ZWTSblQGXP",
-	"7SWw8iPrp//25iUIlltR7XFOv9txpLcrZxbA/RrYEulhPmkriLnegDABr5cVNRL7xWXNTMXWCsU0EBMS",
-	"liyWbdiBa5DevEZa6ao+plNb+NL9DkfWMjz7fnJ6DDPF5uQ6uTCSCGi3XUM34sA0RH85sVRGuyXkudYn",
-	"izcyG+qgtJoQ5K4TOQaKdKSi4gUVX8Fi0VJQWVFv9lmSc5uUMcGylSbz7LbuZWEpfo5Lm7S8pTSPhO8q",
-	"whelSXtbLREub6NmlGhc54g2vKStDaNSYwrX5OZiJvsh4F4y0rEsMIE3L95e0eEeFC+SOS6ZSiCWwiiZ",
-	"QZExgeNrcS1eLFCtIDphBT9ZnEZNgGQRykqTojA8ZlVxAKILP19Bi87hB1f5vi4nkycxvYU+YnQtjtjG",
-	"O4+psqRKoYELzRPsRlvuFc/hUmozV/j2v16BkstRhgvMrkXFZUAxkypGN5zAtcxcLQpesDhtPcACzq2x",
-	"/lm76K6K5a4Ft6CF6H6EnjsjWhY9b8+2tK5iBjKuDcyUzLtxo2MkORlKL2rHGQ0NOUT1Xu3YyryrhMha",
-	"omh8TWV2DaVGP1AFBZtz4V52FNGAWxQ2pe6RY3t3du94fG1xnfEYhSbV8eNp1nYpjobR0FypMg8zfX5y",
-	"UrFj7CuhJ9X2xuQHNaB+9IC6tICycg4oY3JlqWAyPh1PqDZXoGAFD86DJ+PJ+ImrjqWkKB559p+Rm2Kw",
-	"3/rsZA3o1IDM0bCEGRZWWR5lTmNw6WCskIyroLqoQlMqgQmwmTVcVMj1ZctWJhCcB5bbVa1eB2FnWPKP",
-	"fqffLDlxM4sP4c6FfurSrlwPRbJVNcRRNY6scxqctKw9136zMptTANsoqBKj2qYOUbEWKe8/2nizNtr4",
-	"eDLZMh902FxQp1HVNzBGPR96JD2XJpbOHAF959aEnrQGMGnL6e4tnYE02vRk96ZmbJKIp4GD3buaeagw",
-	"8MGWR3ZjgDWVMOeaOlDWOd2EwboF3PCMNxQb6B6NdB12DcwPB0xlKRKgSKCeZAw7zpkmK8ggO42NaGME",
-	"C5aV1pjb4HGoedqxzHeIhQZudF2iT5lOx/A7N6ksDURtbEbArLVo0UGzat4sdMYvfLNnDM4W+LG9ZurY",
-	"z32EG/Mhx5tWxbGn7mfWEfwPMll9drj7gZmHbkBlVIkPG8p2+oVuT4aG8fxwJPk6KzNvqJ2w3USuiPEb",
-	"18Sz0z12rM/s0r6n+5DXMzJpNz9+vM/mzQHSTzcdTqbARGM/Ps58PIQ9bv7kQ1UveXCGJUMzkBn3TGyB",
-	"jVCNdq39kgwEIMWyCgnLY3iDC3nnJpT86JJPvFhmE4FVPYYbp0zMXQ0+pfXWRgm9RKXh8eQM2JzxnpiB",
-	"zu9qd0fJzjYf47Yk3zrOHenbd9Qz85+OM8eVz4CzsIobu4L6O5phKX3+uGOrDXyk6wD2TxR0UPB3NCBF",
-	"9+9rKlZ9dNRyUBhf/dnPw03bYJUJNyfUz9mSmbSb37QDjGI8W89RXLZNgb23OrBU3EZQ1pa5dpXvpWuW",
-	"oz1EaNd7BuZyWbftObgWD+WyLutUGEuVVHm670JD5NZFdLcwVWJkAc+48H5YDyREdVP4X5YSOb7XCQm1",
-	"4+GoFVCGQENIIFUz8c6TwT8MowPWk5XWqC39ddhGgWcbaU39zslprymiAdLcbEAvYacHEyYFuGGFhn12",
-	"/xB9g3S5Q2595fQzEkcU0eE7rv4y4vIaMnR3M8axp/XvzBVtJ4IRXqvkw7KBDxOiuYixP7ne0jjbTsAU",
-	"Z1Lh7rtLYXh2+N1fNLvvDsVsze/da/8f5PfO5WBlqhtfmXCzl7NsSt7daJ2cH28P5fT6vzfoR8h0dw6s",
-	"nZq7ebCqfIo2nFeY1CohEhu5S2V0M0cHbhyCxmRC4DNgYuULfdY70vwEdRfq1/kCN9W3PVfcVE206eJs",
-	"WNidOfrSsG1uGggR3QSJuwAU6jIz4/87UPxv4nQXAU4Gjfw/Jzpdl78XkL+nrhvVHsyHKWZSzDUYGVK8",
-	"5e5w0JMZhn7stTUlon0Vqj0FYsOPWAptv0t5gtrnnVVvRUjXKMAEUlR43Au81/glwfYat/9d9Mdj6hMR",
-	"UpFgs2yeoCtUfERsv2evjsCSIstM+j44/2D/l6NRPNb+f1QHoJ9aXTwKb9v9uz9urEdzdUcX/K47nEzG",
-	"LOt21+AoytkdQoK5jAgE3TYLbUmlNuf/dnb2JLA3eDasH/+KL1Cg1iH1L7n9SEj1T7GOjq3dXdVAGk9u",
-	"M6meILtPIHS41Y+matw6iGTUfxDN1ScjKbJVSCo/IpXHpJ0SOXKrP3JvHWuNwcPNw/8GAAD//w==",
-}
-
-// decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,
-// after base64-decoding and flate-decompressing the embedded blob.
-func decodeSpec() ([]byte, error) {
-	encoded := strings.Join(swaggerSpec, "")
-	compressed, err := base64.StdEncoding.DecodeString(encoded)
-	if err != nil {
-		return nil, fmt.Errorf("error base64 decoding spec: %w", err)
-	}
-	zr := flate.NewReader(bytes.NewReader(compressed))
-	var buf bytes.Buffer
-	if _, err := buf.ReadFrom(zr); err != nil {
-		return nil, fmt.Errorf("read flate: %w", err)
-	}
-	if err := zr.Close(); err != nil {
-		return nil, fmt.Errorf("close flate reader: %w", err)
-	}
-
-	return buf.Bytes(), nil
-}
-
-var rawSpec = decodeSpecCached()
-
-// a naive cache of the decoded OpenAPI spec
-func decodeSpecCached() func() ([]byte, error) {
-	data, err := decodeSpec()
-	return func() ([]byte, error) {
-		return data, err
-	}
-}
-
-// Constructs a synthetic filesystem for resolving external references when loading openapi specifications.
-func PathToRawSpec(pathToFile string) map[string]func() ([]byte, error) {
-	res := make(map[string]func() ([]byte, error))
-	if len(pathToFile) > 0 {
-		res[pathToFile] = rawSpec
-	}
-
-	return res
-}
-
-// GetSpec returns the OpenAPI specification corresponding to the generated
-// code in this file. External references in the spec are resolved through
-// PathToRawSpec; externally-referenced files must be embedded in their
-// corresponding Go packages (via the import-mapping feature). URL-based
-// external refs are not supported.
-func GetSpec() (swagger *openapi3.T, err error) {
-	resolvePath := PathToRawSpec("")
-
-	loader := openapi3.NewLoader()
-	loader.IsExternalRefsAllowed = true
-	loader.ReadFromURIFunc = func(loader *openapi3.Loader, url *url.URL) ([]byte, error) {
-		pathToFile := url.String()
-		pathToFile = path.Clean(pathToFile)
-		getSpec, ok := resolvePath[pathToFile]
-		if !ok {
-			err1 := fmt.Errorf("path not found: %s", pathToFile)
-			return nil, err1
-		}
-		return getSpec()
-	}
-	var specData []byte
-	specData, err = rawSpec()
-	if err != nil {
-		return
-	}
-	swagger, err = loader.LoadFromData(specData)
-	if err != nil {
-		return
-	}
-	return
-}
-
-// GetSpecJSON returns the raw JSON bytes of the embedded OpenAPI
-// specification: decompressed but not unmarshaled. External references
-// are not resolved here; the bytes are the spec exactly as embedded by
-// codegen. The result is cached at package init time, so repeated calls
-// are cheap.
-func GetSpecJSON() ([]byte, error) {
-	return rawSpec()
-}
-
-// GetSwagger returns the OpenAPI specification corresponding to the
-// generated code in this file.
-//
-// Deprecated: GetSwagger predates kin-openapi renaming openapi3.Swagger
-// to openapi3.T. Use [GetSpec] instead. This wrapper is retained for
-// backwards compatibility.
-func GetSwagger() (*openapi3.T, error) {
-	return GetSpec()
 }

@@ -1,6 +1,7 @@
 package api
 
 import (
+	_ "embed"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -59,6 +60,12 @@ type Index struct {
 	ops []*Operation
 }
 
+// SpecYAML is specs/openapi.yaml, copied here by `make generate` so the binary
+// carries the exact contract it enforces (a test checks the copy is current).
+//
+//go:embed openapi.yaml
+var SpecYAML []byte
+
 var (
 	loadOnce sync.Once
 	loaded   *Index
@@ -68,7 +75,10 @@ var (
 // Spec returns the index of the spec embedded in this binary.
 func Spec() (*Index, error) {
 	loadOnce.Do(func() {
-		doc, err := GetSwagger()
+		doc, err := openapi3.NewLoader().LoadFromData(SpecYAML)
+		if err == nil {
+			err = doc.Validate(openapi3.NewLoader().Context)
+		}
 		if err != nil {
 			loadErr = fmt.Errorf("load embedded spec: %w", err)
 			return

@@ -7,6 +7,7 @@
 package problem
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -133,7 +134,11 @@ func Write(w http.ResponseWriter, r *http.Request, p *Problem, requestID string)
 			w.Header().Add(k, v)
 		}
 	}
-	body, err := json.Marshal(&out)
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	err := enc.Encode(&out)
+	body := buf.Bytes()
 	if err != nil {
 		// A Problem holds only strings and ints; this cannot fail.
 		body = []byte(`{"type":"` + TypePrefix + CodeInternal + `","title":"Internal Server Error","status":500,"code":"internal"}`)

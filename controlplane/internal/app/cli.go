@@ -1,0 +1,508 @@
+package app
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/signal"
+	"os/user"
+	"sort"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/edgeward/edgeward/controlplane/internal/audit"
+	"github.com/edgeward/edgeward/controlplane/internal/auth"
+	"github.com/edgeward/edgeward/controlplane/internal/caller"
+	"github.com/edgeward/edgeward/controlplane/internal/db"
+	"github.com/edgeward/edgeward/controlplane/internal/httpx"
+	"github.com/edgeward/edgeward/controlplane/internal/tenants"
+)
+
+// Version is set at build time with -ldflags "-X ...app.Version=...".
+var Version = "dev"
+
+// command is one subcommand of edgeward-controlplane.
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, args []string, out, errOut io.Writer) error
+}
+
+func commands() []command {
+	return []command{
+		{"serve", "Serve the REST API, agent RPC, health and metrics on one TLS listener.", runServe},
+		{"migrate", "Apply the embedded migrations as the owner role and create the runtime role.", runMigrate},
+		{"bootstrap", "Create a tenant and its first tenant_admin API token (printed once).", runBootstrap},
+		{"tenant", "Manage tenants: tenant create --name NAME | tenant list.", runTenant},
+		{"token", "Issue API tokens: token create --tenant ID --role ROLE --name NAME.", runToken},
+		{"audit", "Check audit trails: audit verify --tenant ID.", runAudit},
+		{"dev", "Run a local control plane on a private PostgreSQL under ./.edgeward (make demo).", runDev},
+		{"version", "Print the version.", func(_ context.Context, _ []string, out, _ io.Writer) error {
+			_, err := fmt.Fprintln(out, "edgeward-controlplane", Version)
+			return err
+		}},
+	}
+}
+
+// errUsage marks an error already explained by a usage message.
+var errUsage = errors.New("usage")
+
+// Main runs the command line and returns the process exit code.
+func Main(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	usage := func() {
+		fmt.Fprintln(stderr, "Usage: edgeward-controlplane <command> [flags]\n\nCommands:")
+		for _, c := range commands() {
+			fmt.Fprintf(stderr, "  %-10s %s\n", c.name, c.summary)
+		}
+		fmt.Fprintln(stderr, "\nRun edgeward-controlplane <command> -h for a command's flags.")
+	}
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage()
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	for _, c := range commands() {
+		if c.name != args[0] {
+			continue
+		}
+		err := c.run(ctx, args[1:], stdout, stderr)
+		switch {
+		case err == nil:
+			return 0
+		case errors.Is(err, flag.ErrHelp):
+			return 0
+		case errors.Is(err, errUsage):
+			if err != errUsage {
+				fmt.Fprintln(stderr, "edgeward-controlplane:", err)
+			}
+			return 2
+		case errors.Is(err, errVerifyFailed):
+			return 1
+		}
+		fmt.Fprintln(stderr, "edgeward-controlplane:", err)
+		return 1
+	}
+	fmt.Fprintf(stderr, "edgeward-controlplane: unknown command %q\n\n", args[0])
+	usage()
+	return 2
+}
+
+// serveFlags are the flags of serve (and, in part, dev).
+type serveFlags struct {
+	listen          string
+	dataDir         string
+	publicHosts     string
+	tlsCert         string
+	tlsKey          string
+	maxBody         int64
+	trustedProxies  string
+	shutdownTimeout time.Duration
+}
+
+func (s *serveFlags) register(fs *flag.FlagSet, defaultDataDir string) {
+	fs.StringVar(&s.listen, "listen", "127.0.0.1:8443", "address of the TLS listener")
+	fs.StringVar(&s.dataDir, "data-dir", defaultDataDir, "directory of the control plane's CA (ca.crt, ca.key)")
+	fs.StringVar(&s.publicHosts, "public-host", "", "comma-separated extra names and addresses for the server certificate")
+	fs.StringVar(&s.tlsCert, "tls-cert", "", "server certificate file (PEM); default: issued by the control plane's CA")
+	fs.StringVar(&s.tlsKey, "tls-key", "", "server key file (PEM), with --tls-cert")
+	fs.Int64Var(&s.maxBody, "max-body-bytes", httpx.DefaultMaxBodyBytes, "largest request body accepted")
+	fs.StringVar(&s.trustedProxies, "trusted-proxies", "", "comma-separated CIDRs of proxies whose X-Forwarded-For is believed")
+	fs.DurationVar(&s.shutdownTimeout, "shutdown-timeout", 20*time.Second, "how long requests in flight may finish after SIGTERM")
+}
+
+func (s *serveFlags) config(databaseURL string) (ServeConfig, error) {
+	cfg := ServeConfig{
+		DatabaseURL:     databaseURL,
+		Listen:          s.listen,
+		DataDir:         s.dataDir,
+		PublicHosts:     splitList(s.publicHosts),
+		TLSCertFile:     s.tlsCert,
+		TLSKeyFile:      s.tlsKey,
+		MaxBodyBytes:    s.maxBody,
+		ShutdownTimeout: s.shutdownTimeout,
+	}
+	for _, c := range splitList(s.trustedProxies) {
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			return cfg, fmt.Errorf("--trusted-proxies: %w", err)
+		}
+		cfg.TrustedProxies = append(cfg.TrustedProxies, p)
+	}
+	return cfg, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func runServe(ctx context.Context, args []string, _, errOut io.Writer) error {
+	fs := newFlagSet("serve", "Serve the REST API, agent RPC, /healthz, /readyz and /metrics on one TLS listener.\nConnects as the runtime role; SIGTERM shuts down gracefully.", errOut)
+	var dbf dbFlags
+	var sf serveFlags
+	var lf logFlags
+	fs.StringVar(&dbf.url, "database-url", "", "PostgreSQL URL of the runtime role edgeward_app")
+	sf.register(fs, "data")
+	lf.register(fs, "json")
+	if err := parseFlags(fs, args); err != nil {
+		return usageErr(err)
+	}
+	log, err := lf.logger(errOut)
+	if err != nil {
+		return err
+	}
+	cfg, err := sf.config(dbf.url)
+	if err != nil {
+		return err
+	}
+	cfg.Logger = log
+	s, err := Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	return serveUntilDone(ctx, s)
+}
+
+// serveUntilDone waits for a signal (ctx) or a listener failure, then shuts
+// down gracefully.
+func serveUntilDone(ctx context.Context, s *Server) error {
+	select {
+	case err := <-s.Wait():
+		_ = s.Shutdown(ctx)
+		return err
+	case <-ctx.Done():
+	}
+	s.cfg.Logger.Info("shutting down", "reason", "signal")
+	if err := s.Shutdown(ctx); err != nil {
+		return err
+	}
+	s.cfg.Logger.Info("stopped")
+	return nil
+}
+
+func runMigrate(ctx context.Context, args []string, out, errOut io.Writer) error {
+	fs := newFlagSet("migrate", "Apply the embedded migrations as the owner role (idempotent), and create or check\nthe runtime role edgeward_app that serve connects as.", errOut)
+	var dbf dbFlags
+	var lf logFlags
+	var password string
+	dbf.register(fs)
+	fs.StringVar(&password, "runtime-password", "", "set this password on the runtime role edgeward_app")
+	lf.register(fs, "text")
+	if err := parseFlags(fs, args); err != nil {
+		return usageErr(err)
+	}
+	url, err := dbf.admin()
+	if err != nil {
+		return err
+	}
+	log, err := lf.logger(errOut)
+	if err != nil {
+		return err
+	}
+	if err := db.Migrate(ctx, url, db.MigrateOptions{RuntimePassword: password, Logger: log}); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(out, "migrations applied; runtime role", db.RuntimeRole, "ready")
+	return err
+}
+
+// operatorActor is the audit actor of operator commands: the OS user.
+func operatorContext(ctx context.Context) context.Context {
+	name := "operator"
+	if u, err := user.Current(); err == nil {
+		name = u.Username
+	}
+	host, _ := os.Hostname()
+	return audit.WithActor(ctx, audit.Actor{Type: audit.ActorOperator, Name: name + "@" + host})
+}
+
+func runBootstrap(ctx context.Context, args []string, out, errOut io.Writer) error {
+	fs := newFlagSet("bootstrap", "Create a tenant with an \"admin\" principal and its first tenant_admin token.\nThe token is printed once; only its hash is stored.", errOut)
+	var dbf dbFlags
+	var name string
+	var asJSON bool
+	var ttl time.Duration
+	dbf.register(fs)
+	fs.StringVar(&name, "tenant", "", "name of the new tenant (required)")
+	fs.BoolVar(&asJSON, "json", false, "print JSON")
+	fs.DurationVar(&ttl, "token-ttl", auth.DefaultTokenTTL, "lifetime of the admin token")
+	if err := parseFlags(fs, args); err != nil {
+		return usageErr(err)
+	}
+	if name == "" {
+		fs.Usage()
+		return fmt.Errorf("bootstrap: --tenant is required: %w", errUsage)
+	}
+	pool, err := openAdmin(ctx, &dbf)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	b, err := tenants.Bootstrap(operatorContext(ctx), pool, name, ttl)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return writeJSONTo(out, map[string]any{
+			"tenant_id": b.Tenant.ID, "tenant_name": b.Tenant.Name, "principal_id": b.Token.PrincipalID,
+			"token_id": b.Token.ID, "token": b.Token.Secret, "role": b.Token.Role, "expires_at": b.Token.ExpiresAt,
+		})
+	}
+	_, err = fmt.Fprintf(out, "Tenant %q created: %s\nAdmin token (shown once, store it now; expires %s):\n%s\n",
+		b.Tenant.Name, b.Tenant.ID, b.Token.ExpiresAt.Format(time.RFC3339), b.Token.Secret)
+	return err
+}
+
+func runTenant(ctx context.Context, args []string, out, errOut io.Writer) error {
+	if len(args) == 0 || (args[0] != "create" && args[0] != "list") {
+		fmt.Fprintln(errOut, "Usage: edgeward-controlplane tenant create --name NAME [--json]\n       edgeward-controlplane tenant list [--json]")
+		return errUsage
+	}
+	fs := newFlagSet("tenant "+args[0], "Create or list tenants (as the owner role, which sees every tenant).", errOut)
+	var dbf dbFlags
+	var name string
+	var asJSON bool
+	dbf.register(fs)
+	fs.BoolVar(&asJSON, "json", false, "print JSON")
+	if args[0] == "create" {
+		fs.StringVar(&name, "name", "", "name of the new tenant (required)")
+	}
+	if err := parseFlags(fs, args[1:]); err != nil {
+		return usageErr(err)
+	}
+	if args[0] == "create" && name == "" {
+		fs.Usage()
+		return fmt.Errorf("tenant create: --name is required: %w", errUsage)
+	}
+	pool, err := openAdmin(ctx, &dbf)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if args[0] == "create" {
+		t, err := tenants.Create(operatorContext(ctx), pool, name)
+		if err != nil {
+			return err
+		}
+		if asJSON {
+			return writeJSONTo(out, map[string]any{"tenant_id": t.ID, "name": t.Name, "created_at": t.CreatedAt})
+		}
+		_, err = fmt.Fprintf(out, "Tenant %q created: %s\n", t.Name, t.ID)
+		return err
+	}
+	list, err := tenants.List(ctx, pool)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		items := make([]map[string]any, 0, len(list))
+		for _, t := range list {
+			items = append(items, map[string]any{"tenant_id": t.ID, "name": t.Name, "created_at": t.CreatedAt})
+		}
+		return writeJSONTo(out, items)
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TENANT ID\tNAME\tCREATED")
+	for _, t := range list {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", t.ID, t.Name, t.CreatedAt.Format(time.RFC3339))
+	}
+	return tw.Flush()
+}
+
+func runToken(ctx context.Context, args []string, out, errOut io.Writer) error {
+	if len(args) == 0 || args[0] != "create" {
+		fmt.Fprintln(errOut, "Usage: edgeward-controlplane token create --tenant ID --role ROLE --name NAME [--expires-in 2160h] [--json]")
+		return errUsage
+	}
+	fs := newFlagSet("token create", "Issue an API token in a tenant for a new principal. The token is printed once.", errOut)
+	var dbf dbFlags
+	var tenant, role, name, principal string
+	var expiresIn time.Duration
+	var asJSON bool
+	dbf.register(fs)
+	fs.StringVar(&tenant, "tenant", "", "tenant id (required)")
+	fs.StringVar(&role, "role", "", "role: "+strings.Join(caller.Roles, ", ")+" (required)")
+	fs.StringVar(&name, "name", "", "what the token is for (required)")
+	fs.StringVar(&principal, "principal", "", "existing principal id to bind the token to (default: a new principal named after the token)")
+	fs.DurationVar(&expiresIn, "expires-in", auth.DefaultTokenTTL, "token lifetime, at most 8784h (366 days)")
+	fs.BoolVar(&asJSON, "json", false, "print JSON")
+	if err := parseFlags(fs, args[1:]); err != nil {
+		return usageErr(err)
+	}
+	if tenant == "" || role == "" || name == "" {
+		fs.Usage()
+		return fmt.Errorf("token create: --tenant, --role and --name are required: %w", errUsage)
+	}
+	tenantID, err := uuid.Parse(tenant)
+	if err != nil {
+		return fmt.Errorf("token create: --tenant must be a tenant id: %w", err)
+	}
+	now := time.Now()
+	spec := auth.TokenSpec{Name: name, Role: role, ExpiresAt: now.Add(expiresIn)}
+	if principal != "" {
+		pid, err := uuid.Parse(principal)
+		if err != nil {
+			return fmt.Errorf("token create: --principal must be a principal id: %w", err)
+		}
+		spec.PrincipalID = &pid
+	}
+	pool, err := openAdmin(ctx, &dbf)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	var issued auth.IssuedToken
+	ctx = operatorContext(ctx)
+	err = db.InTenant(ctx, pool, tenantID, func(tx pgx.Tx) error {
+		var exists bool
+		if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)", tenantID).Scan(&exists); err != nil {
+			return err
+		}
+		if !exists {
+			return fmt.Errorf("token create: no tenant %s (see: edgeward-controlplane tenant list)", tenantID)
+		}
+		issued, err = auth.IssueToken(ctx, tx, tenantID, spec, now)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return writeJSONTo(out, map[string]any{
+			"tenant_id": tenantID, "token_id": issued.ID, "principal_id": issued.PrincipalID,
+			"token": issued.Secret, "role": issued.Role, "expires_at": issued.ExpiresAt,
+		})
+	}
+	_, err = fmt.Fprintf(out, "Token %q (%s, role %s, expires %s), shown once:\n%s\n",
+		issued.Name, issued.ID, issued.Role, issued.ExpiresAt.Format(time.RFC3339), issued.Secret)
+	return err
+}
+
+var errVerifyFailed = errors.New("audit chain broken")
+
+func runAudit(ctx context.Context, args []string, out, errOut io.Writer) error {
+	if len(args) == 0 || args[0] != "verify" {
+		fmt.Fprintln(errOut, "Usage: edgeward-controlplane audit verify [--tenant ID] [--json]")
+		return errUsage
+	}
+	fs := newFlagSet("audit verify", "Recompute tenants' audit hash chains and name the first broken link.\nExit status 1 when any chain is broken. Without --tenant every tenant is checked.", errOut)
+	var dbf dbFlags
+	var tenant string
+	var asJSON bool
+	dbf.register(fs)
+	fs.StringVar(&tenant, "tenant", "", "tenant id (default: every tenant)")
+	fs.BoolVar(&asJSON, "json", false, "print JSON")
+	if err := parseFlags(fs, args[1:]); err != nil {
+		return usageErr(err)
+	}
+	pool, err := openAdmin(ctx, &dbf)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	var ids []uuid.UUID
+	if tenant != "" {
+		id, err := uuid.Parse(tenant)
+		if err != nil {
+			return fmt.Errorf("audit verify: --tenant must be a tenant id: %w", err)
+		}
+		ids = append(ids, id)
+	} else {
+		list, err := tenants.List(ctx, pool)
+		if err != nil {
+			return err
+		}
+		for _, t := range list {
+			ids = append(ids, t.ID)
+		}
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i].String() < ids[j].String() })
+	var results []audit.Verification
+	for _, id := range ids {
+		var v audit.Verification
+		err := db.InTenant(db.WithReadOnly(ctx), pool, id, func(tx pgx.Tx) error {
+			var err error
+			v, err = audit.Verify(ctx, tx, id)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		results = append(results, v)
+	}
+	broken := false
+	if asJSON {
+		items := make([]map[string]any, 0, len(results))
+		for _, v := range results {
+			item := map[string]any{"tenant_id": v.TenantID, "verified": v.OK(), "event_count": v.EventCount,
+				"head_seq": v.HeadSeq, "head_hash": hex.EncodeToString(v.HeadHash), "first_broken": nil}
+			if v.Broken != nil {
+				broken = true
+				item["first_broken"] = map[string]any{"seq": v.Broken.Seq, "event_id": v.Broken.EventID, "reason": v.Broken.Reason}
+			}
+			items = append(items, item)
+		}
+		if err := writeJSONTo(out, items); err != nil {
+			return err
+		}
+	} else {
+		for _, v := range results {
+			if v.Broken != nil {
+				broken = true
+				id := v.Broken.EventID
+				if id == "" {
+					id = "missing"
+				}
+				fmt.Fprintf(out, "tenant %s: BROKEN at seq %d (event %s): %s\n", v.TenantID, v.Broken.Seq, id, v.Broken.Reason)
+				continue
+			}
+			fmt.Fprintf(out, "tenant %s: verified %d events; head seq %d, hash %s\n", v.TenantID, v.EventCount, v.HeadSeq, hex.EncodeToString(v.HeadHash))
+		}
+	}
+	if broken {
+		return errVerifyFailed
+	}
+	return nil
+}
+
+func usageErr(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	return errUsage // the flag package has printed the problem and the usage
+}
+
+func openAdmin(ctx context.Context, d *dbFlags) (*pgxpool.Pool, error) {
+	url, err := d.admin()
+	if err != nil {
+		return nil, err
+	}
+	return db.Open(ctx, url)
+}
+
+func writeJSONTo(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

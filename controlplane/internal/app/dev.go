@@ -1,0 +1,220 @@
+package app
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/edgeward/edgeward/controlplane/internal/auth"
+	"github.com/edgeward/edgeward/controlplane/internal/caller"
+	"github.com/edgeward/edgeward/controlplane/internal/db"
+	"github.com/edgeward/edgeward/controlplane/internal/db/pgcluster"
+	"github.com/edgeward/edgeward/controlplane/internal/tenants"
+)
+
+// Names of the local development setup.
+const (
+	devDatabase  = "edgeward"
+	devOwnerRole = "edgeward_owner"
+	devTenant    = "demo"
+)
+
+func runDev(ctx context.Context, args []string, out, errOut io.Writer) error {
+	fs := newFlagSet("dev", "Run a complete local control plane: a private PostgreSQL cluster under --dir\n(started, or reused), migrations, a demo tenant with an admin token, and the server.\nCredentials are written to <dir>/demo.env. Ctrl-C stops the server and the cluster.", errOut)
+	var dir string
+	var sf serveFlags
+	var lf logFlags
+	fs.StringVar(&dir, "dir", ".edgeward", "directory for the cluster, the CA and demo.env")
+	sf.register(fs, "")
+	lf.register(fs, "text")
+	if err := parseFlags(fs, args); err != nil {
+		return usageErr(err)
+	}
+	log, err := lf.logger(errOut)
+	if err != nil {
+		return err
+	}
+	dir, err = filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	if sf.dataDir == "" {
+		sf.dataDir = filepath.Join(dir, "data")
+	}
+
+	fmt.Fprintf(errOut, "Starting PostgreSQL under %s ...\n", filepath.Join(dir, "pg"))
+	cluster, err := pgcluster.Ensure(ctx, filepath.Join(dir, "pg"), pgcluster.Options{Durable: true})
+	if err != nil {
+		return fmt.Errorf("dev: %w", err)
+	}
+	defer func() {
+		if err := cluster.Stop(context.WithoutCancel(ctx)); err != nil {
+			log.Warn("stop postgres", "error", err.Error())
+		}
+	}()
+	ownerURL, appURL, err := devDatabaseSetup(ctx, cluster)
+	if err != nil {
+		return fmt.Errorf("dev: %w", err)
+	}
+	if err := db.Migrate(ctx, ownerURL, db.MigrateOptions{Logger: log}); err != nil {
+		return fmt.Errorf("dev: %w", err)
+	}
+
+	cfg, err := sf.config(appURL)
+	if err != nil {
+		return err
+	}
+	cfg.Logger = log
+	s, err := Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	envPath := filepath.Join(dir, "demo.env")
+	token, tenantID, err := devCredentials(ctx, ownerURL, envPath)
+	if err != nil {
+		_ = s.Shutdown(ctx)
+		return fmt.Errorf("dev: %w", err)
+	}
+	env := map[string]string{"URL": s.URL, "TOKEN": token, "CA": s.CAFile, "TENANT_ID": tenantID, "DATABASE_URL": appURL, "ADMIN_DATABASE_URL": ownerURL}
+	if err := writeEnvFile(envPath, env); err != nil {
+		_ = s.Shutdown(ctx)
+		return fmt.Errorf("dev: %w", err)
+	}
+	fmt.Fprintf(out, `
+Edgeward control plane is running.
+
+  URL=%s
+  CA=%s
+  TOKEN=%s
+
+These are also in %s. Try:
+
+  . %s && curl --cacert "$CA" -H "Authorization: Bearer $TOKEN" "$URL/api/v1/me"
+
+Press Ctrl-C to stop.
+`, s.URL, s.CAFile, token, envPath, envPath)
+	return serveUntilDone(ctx, s)
+}
+
+// devDatabaseSetup creates the owner role and the database on the private
+// cluster (as its superuser) and returns the owner's and the runtime role's
+// URLs. The cluster trusts loopback connections, so no passwords are needed.
+func devDatabaseSetup(ctx context.Context, c *pgcluster.Cluster) (ownerURL, appURL string, err error) {
+	conn, err := pgx.Connect(ctx, c.URL("postgres"))
+	if err != nil {
+		return "", "", err
+	}
+	defer func() { _ = conn.Close(ctx) }()
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", devOwnerRole).Scan(&exists); err != nil {
+		return "", "", err
+	}
+	if !exists {
+		if _, err := conn.Exec(ctx, "CREATE ROLE "+devOwnerRole+" LOGIN CREATEROLE"); err != nil {
+			return "", "", err
+		}
+	}
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", devDatabase).Scan(&exists); err != nil {
+		return "", "", err
+	}
+	if !exists {
+		if _, err := conn.Exec(ctx, "CREATE DATABASE "+devDatabase+" OWNER "+devOwnerRole); err != nil {
+			return "", "", err
+		}
+	}
+	u := func(role string) string {
+		return fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s?sslmode=disable", role, c.Port, devDatabase)
+	}
+	return u(devOwnerRole), u(db.RuntimeRole), nil
+}
+
+// devCredentials returns the demo admin token: the one in demo.env while it
+// still works, else a new one (bootstrapping the demo tenant on first run).
+func devCredentials(ctx context.Context, ownerURL, envPath string) (token, tenantID string, err error) {
+	pool, err := db.Open(ctx, ownerURL)
+	if err != nil {
+		return "", "", err
+	}
+	defer pool.Close()
+	ctx = operatorContext(ctx)
+	if old, err := readEnvFile(envPath); err == nil && old["TOKEN"] != "" {
+		if id, hash, err := auth.ParseToken(old["TOKEN"]); err == nil {
+			var ok bool
+			_ = db.InTenant(ctx, pool, id, func(tx pgx.Tx) error {
+				return tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > now() + interval '1 day')`, hash).Scan(&ok)
+			})
+			if ok {
+				return old["TOKEN"], id.String(), nil
+			}
+		}
+	}
+	t, err := tenants.Find(ctx, pool, devTenant)
+	if err != nil {
+		b, err := tenants.Bootstrap(ctx, pool, devTenant, auth.DefaultTokenTTL)
+		if err != nil {
+			return "", "", err
+		}
+		return b.Token.Secret, b.Tenant.ID.String(), nil
+	}
+	var issued auth.IssuedToken
+	err = db.InTenant(ctx, pool, t.ID, func(tx pgx.Tx) error {
+		now := time.Now()
+		var err error
+		issued, err = auth.IssueToken(ctx, tx, t.ID, auth.TokenSpec{Name: "dev", Role: caller.RoleTenantAdmin, PrincipalName: "admin"}, now)
+		return err
+	})
+	return issued.Secret, t.ID.String(), err
+}
+
+// writeEnvFile writes KEY=value lines a shell can source. The file holds a
+// token, so only its owner may read it.
+func writeEnvFile(path string, env map[string]string) error {
+	var b strings.Builder
+	b.WriteString("# Written by edgeward-controlplane dev. Holds an admin token: keep it private.\n")
+	for _, k := range []string{"URL", "CA", "TOKEN", "TENANT_ID", "DATABASE_URL", "ADMIN_DATABASE_URL"} {
+		fmt.Fprintf(&b, "%s=%s\n", k, shellQuote(env[k]))
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(b.String()), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func readEnvFile(path string) (map[string]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = f.Close() }()
+	env := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), "=")
+		if !ok || strings.HasPrefix(k, "#") {
+			continue
+		}
+		env[k] = strings.Trim(v, "'")
+	}
+	return env, sc.Err()
+}
+
+// shellQuote quotes s for sh when it needs it; URLs, paths and tokens here
+// never contain a single quote.
+func shellQuote(s string) string {
+	if s == "" || strings.ContainsAny(s, " \t\"$`\\&;|<>()*?!#~") {
+		return "'" + s + "'"
+	}
+	if _, err := url.Parse(s); err == nil && strings.ContainsAny(s, "?&") {
+		return "'" + s + "'"
+	}
+	return s
+}

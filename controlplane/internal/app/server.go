@@ -1,0 +1,260 @@
+// Package app wires the control plane together: configuration, the rooms,
+// the HTTP layer and the server's start and stop. It is the only package
+// that knows every other one.
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"path/filepath"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/edgeward/edgeward/controlplane/internal/api"
+	"github.com/edgeward/edgeward/controlplane/internal/audit"
+	"github.com/edgeward/edgeward/controlplane/internal/auth"
+	"github.com/edgeward/edgeward/controlplane/internal/db"
+	"github.com/edgeward/edgeward/controlplane/internal/httpx"
+	"github.com/edgeward/edgeward/controlplane/internal/pki"
+	"github.com/edgeward/edgeward/controlplane/internal/problem"
+)
+
+// ServeConfig configures a running control plane.
+type ServeConfig struct {
+	DatabaseURL     string
+	Listen          string
+	DataDir         string
+	PublicHosts     []string
+	TLSCertFile     string
+	TLSKeyFile      string
+	MaxBodyBytes    int64
+	TrustedProxies  []netip.Prefix
+	ShutdownTimeout time.Duration
+	Logger          *slog.Logger
+}
+
+// Server is a started control plane.
+type Server struct {
+	// URL is the base URL the server answers on, e.g. https://127.0.0.1:8443.
+	URL string
+	// CAFile is the certificate that verifies the server (its own CA).
+	CAFile string
+	CA     *pki.CA
+
+	cfg    ServeConfig
+	pool   *pgxpool.Pool
+	http   *http.Server
+	served chan error
+}
+
+// rest is the strict server: each room serves the operations of its area.
+// The aliases give the embedded rooms distinct field names.
+type rest struct {
+	*authAPI
+	*auditAPI
+}
+
+type (
+	authAPI  = auth.API
+	auditAPI = audit.API
+)
+
+// health and readiness are the bodies of /healthz and /readyz (schemas
+// Health and Readiness in the spec).
+type health struct {
+	Status string `json:"status"`
+}
+
+type readiness struct {
+	Status string `json:"status"`
+	Checks struct {
+		Database string `json:"database"`
+	} `json:"checks"`
+}
+
+// Start connects to the database, checks that it may serve, and starts
+// listening. It returns once the listener is open.
+func Start(ctx context.Context, cfg ServeConfig) (*Server, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+		cfg.Logger = log
+	}
+	if cfg.DatabaseURL == "" {
+		return nil, errors.New("serve: no database: set --database-url (EDGEWARD_DATABASE_URL) to the runtime role's URL")
+	}
+	index, err := api.Spec()
+	if err != nil {
+		return nil, err
+	}
+	pool, err := db.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("serve: %w", err)
+	}
+	s := &Server{cfg: cfg, pool: pool, served: make(chan error, 1)}
+	if err := s.checkDatabase(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	tlsConfig, err := s.tlsConfig()
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), poolCollector{pool})
+	authn := &auth.Authenticator{Pool: pool}
+	gate := httpx.Config{
+		Index:          index,
+		Auth:           authn,
+		Logger:         log,
+		Metrics:        httpx.NewMetrics(reg),
+		MaxBodyBytes:   cfg.MaxBodyBytes,
+		TrustedProxies: cfg.TrustedProxies,
+	}
+	mux := http.NewServeMux()
+	strict := api.NewStrictHandlerWithOptions(rest{
+		authAPI:  &auth.API{Pool: pool, Index: index},
+		auditAPI: &audit.API{Pool: pool},
+	}, nil, api.StrictHTTPServerOptions{
+		RequestErrorHandlerFunc:  gate.ErrorHandler(),
+		ResponseErrorHandlerFunc: gate.ErrorHandler(),
+	})
+	api.HandlerWithOptions(strict, api.StdHTTPServerOptions{
+		BaseRouter: mux,
+		ErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
+			problem.Write(w, r, problem.New(http.StatusBadRequest, problem.CodeInvalidParameter, err.Error()), httpx.RequestID(r.Context()))
+		},
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, health{Status: "ok"})
+	})
+	mux.HandleFunc("GET /readyz", s.readiness)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("serve: listen on %s: %w", cfg.Listen, err)
+	}
+	s.http = &http.Server{
+		Handler:           httpx.Handler(gate, mux),
+		TLSConfig:         tlsConfig,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	s.URL = "https://" + urlHost(ln.Addr().(*net.TCPAddr), cfg.Listen)
+	go func() { s.served <- s.http.ServeTLS(ln, "", "") }()
+	log.Info("control plane serving", "url", s.URL, "ca", s.CAFile)
+	return s, nil
+}
+
+// checkDatabase refuses a database role that row-level security would not
+// bind, and a database that was never migrated.
+func (s *Server) checkDatabase(ctx context.Context) error {
+	facts, err := db.CurrentRole(ctx, s.pool)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	if err := db.CheckRuntimeRole(facts); err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	var migrated bool
+	if err := s.pool.QueryRow(ctx, "SELECT to_regclass('public.audit_events') IS NOT NULL").Scan(&migrated); err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	if !migrated {
+		return errors.New("serve: the database has no Edgeward schema; run `edgeward-controlplane migrate` first")
+	}
+	return nil
+}
+
+func (s *Server) tlsConfig() (*tls.Config, error) {
+	if s.cfg.DataDir == "" {
+		return nil, errors.New("serve: --data-dir is required (it holds the control plane's CA)")
+	}
+	ca, err := pki.LoadOrCreate(s.cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("serve: %w", err)
+	}
+	s.CA = ca
+	s.CAFile, _ = filepath.Abs(filepath.Join(s.cfg.DataDir, pki.CertFile))
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if s.cfg.TLSCertFile != "" || s.cfg.TLSKeyFile != "" {
+		cert, err := tls.LoadX509KeyPair(s.cfg.TLSCertFile, s.cfg.TLSKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("serve: load --tls-cert/--tls-key: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+		s.CAFile = "" // the operator's certificate chains to the operator's CA
+		return cfg, nil
+	}
+	hosts := append([]string{"localhost", "127.0.0.1", "::1"}, s.cfg.PublicHosts...)
+	cfg.GetCertificate = (&pki.ServerCert{CA: ca, Hosts: hosts, Lifetime: 30 * 24 * time.Hour}).GetCertificate
+	return cfg, nil
+}
+
+func (s *Server) readiness(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	var out readiness
+	if err := s.pool.Ping(ctx); err != nil {
+		s.cfg.Logger.Warn("not ready: database", "error", err.Error())
+		out.Status, out.Checks.Database = "unavailable", "unavailable"
+		writeJSON(w, http.StatusServiceUnavailable, out)
+		return
+	}
+	out.Status, out.Checks.Database = "ready", "ok"
+	writeJSON(w, http.StatusOK, out)
+}
+
+// Wait blocks until the server stops on its own (a listener failure).
+func (s *Server) Wait() <-chan error { return s.served }
+
+// Shutdown stops accepting connections, lets requests in flight finish
+// (bounded by the shutdown timeout) and closes the database pool.
+func (s *Server) Shutdown(ctx context.Context) error {
+	timeout := s.cfg.ShutdownTimeout
+	if timeout <= 0 {
+		timeout = 20 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
+	err := s.http.Shutdown(ctx)
+	s.pool.Close()
+	if err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func urlHost(addr *net.TCPAddr, listen string) string {
+	host, _, _ := net.SplitHostPort(listen)
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, fmt.Sprint(addr.Port))
+}

@@ -1,0 +1,498 @@
+// Package httpx is the HTTP layer every REST request passes through before a
+// handler sees it: request ids, the access log, panic recovery, metrics, and
+// the gate that enforces specs/openapi.yaml — routing to an operation,
+// authentication, the operation's roles, body limits, strict JSON and schema
+// validation. A handler therefore never sees a request the spec forbids or a
+// caller whose role the spec does not list.
+package httpx
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"net/netip"
+	"regexp"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/google/uuid"
+
+	"github.com/edgeward/edgeward/controlplane/internal/api"
+	"github.com/edgeward/edgeward/controlplane/internal/audit"
+	"github.com/edgeward/edgeward/controlplane/internal/caller"
+	"github.com/edgeward/edgeward/controlplane/internal/db"
+	"github.com/edgeward/edgeward/controlplane/internal/problem"
+)
+
+// DefaultMaxBodyBytes bounds a request body.
+const DefaultMaxBodyBytes = 1 << 20
+
+// Authenticator checks a request's credentials and returns a context that
+// carries the caller (see package caller), or a 401 problem.
+type Authenticator interface {
+	Authenticate(r *http.Request) (context.Context, error)
+	// RecordDenied audits an authenticated caller refused by role.
+	RecordDenied(ctx context.Context, operationID string, r *http.Request) error
+}
+
+// Config wires the gate.
+type Config struct {
+	Index          *api.Index
+	Auth           Authenticator
+	Logger         *slog.Logger
+	Metrics        *Metrics
+	MaxBodyBytes   int64
+	TrustedProxies []netip.Prefix
+}
+
+type requestIDKey struct{}
+type operationKey struct{}
+
+// RequestID returns the request id of ctx.
+func RequestID(ctx context.Context) string {
+	s, _ := ctx.Value(requestIDKey{}).(string)
+	return s
+}
+
+// OperationFrom returns the spec operation a request was routed to.
+func OperationFrom(ctx context.Context) *api.Operation {
+	op, _ := ctx.Value(operationKey{}).(*api.Operation)
+	return op
+}
+
+var validRequestID = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
+
+// Handler wraps next, which serves the operations of the spec, in the gate.
+func Handler(cfg Config, next http.Handler) http.Handler {
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		id := r.Header.Get("X-Request-Id")
+		if !validRequestID.MatchString(id) {
+			id = uuid.Must(uuid.NewV7()).String()
+		}
+		w.Header().Set("X-Request-Id", id)
+		ctx := context.WithValue(r.Context(), requestIDKey{}, id)
+		ctx = audit.WithRequest(ctx, audit.Request{ID: id, SourceIP: sourceIP(r, cfg.TrustedProxies)})
+		r = r.WithContext(ctx)
+		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				cfg.Logger.Error("panic", "request_id", id, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+				if !rec.wroteHeader {
+					problem.Write(rec, r, problem.Internal(), id)
+				}
+			}
+			cfg.finish(rec, r, start)
+		}()
+		cfg.serve(rec, r, next)
+	})
+}
+
+func (cfg Config) serve(w *recorder, r *http.Request, next http.Handler) {
+	id := RequestID(r.Context())
+	fail := func(p *problem.Problem) { problem.Write(w, r, p, id) }
+
+	op, params, allowed := cfg.Index.Match(r.Method, r.URL.EscapedPath())
+	if op == nil {
+		if len(allowed) > 0 {
+			fail(problem.Newf(http.StatusMethodNotAllowed, problem.CodeMethodNotAllowed, "%s is not allowed here; allowed: %s", r.Method, strings.Join(allowed, ", ")).
+				With("Allow", strings.Join(allowed, ", ")))
+			return
+		}
+		fail(problem.New(http.StatusNotFound, problem.CodeNotFound, "no such API path"))
+		return
+	}
+	w.operation = op
+	ctx := context.WithValue(r.Context(), operationKey{}, op)
+	r = r.WithContext(ctx)
+
+	if !op.Public {
+		authCtx, err := cfg.Auth.Authenticate(r)
+		if err != nil {
+			cfg.writeError(w, r, err)
+			return
+		}
+		r = r.WithContext(authCtx)
+		c, _ := caller.From(authCtx)
+		w.caller = c
+		if !op.Allows(c.Role) {
+			if err := cfg.Auth.RecordDenied(authCtx, op.ID, r); err != nil {
+				cfg.Logger.Error("record denied call", "request_id", id, "error", err)
+			}
+			fail(problem.Newf(http.StatusForbidden, problem.CodeForbidden, "the %s role may not call %s", c.Role, op.ID))
+			return
+		}
+		if c.Role == caller.RoleAuditor {
+			// Auditors only read; PostgreSQL enforces it for every query.
+			r = r.WithContext(db.WithReadOnly(r.Context()))
+		}
+	}
+
+	body, p := cfg.readBody(r, op)
+	if p != nil {
+		fail(p)
+		return
+	}
+	if p := validate(r, op, cfg.Index.Doc, params, body); p != nil {
+		fail(p)
+		return
+	}
+	if body != nil {
+		r.Body = io.NopCloser(bytes.NewReader(body))
+	}
+	next.ServeHTTP(w, r)
+}
+
+// readBody enforces the content type, the size limit and JSON syntax.
+func (cfg Config) readBody(r *http.Request, op *api.Operation) ([]byte, *problem.Problem) {
+	if !op.HasBody {
+		if r.ContentLength == 0 || r.Body == nil {
+			return nil, nil
+		}
+		var one [1]byte
+		if n, _ := io.ReadFull(r.Body, one[:]); n > 0 {
+			return nil, problem.New(http.StatusBadRequest, "unexpected_body", "this operation takes no request body")
+		}
+		return nil, nil
+	}
+	if r.ContentLength > cfg.MaxBodyBytes {
+		return nil, tooLarge(cfg.MaxBodyBytes)
+	}
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/json" {
+		return nil, problem.New(http.StatusUnsupportedMediaType, problem.CodeUnsupportedMedia, "send the request body as application/json").
+			With("Accept", "application/json")
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, cfg.MaxBodyBytes+1))
+	if err != nil {
+		return nil, problem.New(http.StatusBadRequest, problem.CodeMalformedJSON, "the request body could not be read")
+	}
+	if int64(len(body)) > cfg.MaxBodyBytes {
+		return nil, tooLarge(cfg.MaxBodyBytes)
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, problem.New(http.StatusBadRequest, problem.CodeMalformedJSON, "the request body is empty; this operation needs a JSON body")
+	}
+	if p := checkJSONSyntax(body); p != nil {
+		return nil, p
+	}
+	return body, nil
+}
+
+func tooLarge(limit int64) *problem.Problem {
+	return problem.Newf(http.StatusRequestEntityTooLarge, problem.CodeBodyTooLarge, "the request body exceeds %d bytes", limit)
+}
+
+// checkJSONSyntax rejects bodies that are not exactly one JSON value, and
+// objects with a repeated key (which a lenient decoder would silently
+// resolve one way and a validator another).
+func checkJSONSyntax(body []byte) *problem.Problem {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	if err := checkValue(dec, ""); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return problem.New(http.StatusBadRequest, problem.CodeMalformedJSON, "the request body holds more than one JSON value")
+	}
+	return nil
+}
+
+func checkValue(dec *json.Decoder, pointer string) *problem.Problem {
+	tok, err := dec.Token()
+	if err != nil {
+		return malformed(dec, err)
+	}
+	delim, ok := tok.(json.Delim)
+	if !ok {
+		return nil
+	}
+	switch delim {
+	case '{':
+		seen := map[string]bool{}
+		for dec.More() {
+			kt, err := dec.Token()
+			if err != nil {
+				return malformed(dec, err)
+			}
+			key := kt.(string)
+			if seen[key] {
+				p := problem.New(http.StatusBadRequest, problem.CodeMalformedJSON, fmt.Sprintf("the key %q appears twice in one object", key))
+				p.Errors = []problem.Field{{Pointer: "#" + pointer + "/" + escapePointer(key), Detail: "duplicate key"}}
+				return p
+			}
+			seen[key] = true
+			if p := checkValue(dec, pointer+"/"+escapePointer(key)); p != nil {
+				return p
+			}
+		}
+	case '[':
+		for i := 0; dec.More(); i++ {
+			if p := checkValue(dec, fmt.Sprintf("%s/%d", pointer, i)); p != nil {
+				return p
+			}
+		}
+	}
+	if _, err := dec.Token(); err != nil { // the closing delimiter
+		return malformed(dec, err)
+	}
+	return nil
+}
+
+func malformed(dec *json.Decoder, err error) *problem.Problem {
+	detail := "the request body is not valid JSON"
+	var syn *json.SyntaxError
+	switch {
+	case errors.As(err, &syn):
+		detail = fmt.Sprintf("the request body is not valid JSON: %v (at byte %d)", syn, syn.Offset)
+	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
+		detail = fmt.Sprintf("the request body is not valid JSON: it ends early (at byte %d)", dec.InputOffset())
+	}
+	return problem.New(http.StatusBadRequest, problem.CodeMalformedJSON, detail)
+}
+
+func escapePointer(s string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(s, "~", "~0"), "/", "~1")
+}
+
+// validate checks parameters and body against the operation's schema.
+func validate(r *http.Request, op *api.Operation, doc *openapi3.T, params map[string]string, body []byte) *problem.Problem {
+	vr := r.Clone(r.Context())
+	if body != nil {
+		vr.Body = io.NopCloser(bytes.NewReader(body))
+	} else {
+		vr.Body = http.NoBody
+	}
+	in := &openapi3filter.RequestValidationInput{
+		Request:    vr,
+		PathParams: params,
+		Route:      op.Route(doc),
+		Options: &openapi3filter.Options{
+			AuthenticationFunc:                openapi3filter.NoopAuthenticationFunc,
+			MultiError:                        true,
+			RejectWhenRequestBodyNotSpecified: true,
+		},
+	}
+	err := openapi3filter.ValidateRequest(r.Context(), in)
+	if err == nil {
+		return nil
+	}
+	return validationProblem(err)
+}
+
+// validationProblem turns kin-openapi's errors into a problem naming each
+// failing parameter or body field.
+func validationProblem(err error) *problem.Problem {
+	var fields []problem.Field
+	bodyFailed := false
+	var walk func(error)
+	walk = func(err error) {
+		// Check the outer type first: a RequestError unwraps to its inner
+		// MultiError, and errors.As would lose which parameter failed.
+		switch e := err.(type) {
+		case openapi3.MultiError:
+			for _, inner := range e {
+				walk(inner)
+			}
+			return
+		case *openapi3filter.RequestError:
+			if e.Parameter != nil {
+				fields = append(fields, problem.Field{Parameter: e.Parameter.Name, Detail: paramDetail(e)})
+				return
+			}
+			if e.RequestBody != nil {
+				bodyFailed = true
+				switch e.Err.(type) {
+				case openapi3.MultiError, *openapi3.SchemaError:
+					walk(e.Err)
+					return
+				}
+				fields = append(fields, problem.Field{Pointer: "#", Detail: e.Reason})
+				return
+			}
+		case *openapi3.SchemaError:
+			bodyFailed = true
+			fields = append(fields, schemaField(e))
+			return
+		}
+		fields = append(fields, problem.Field{Detail: err.Error()})
+	}
+	walk(err)
+	if bodyFailed {
+		return problem.Invalid("the request body does not match the schema", fields...)
+	}
+	p := problem.New(http.StatusBadRequest, problem.CodeInvalidParameter, "a request parameter is invalid")
+	p.Errors = fields
+	return p
+}
+
+func paramDetail(e *openapi3filter.RequestError) string {
+	var schemaErr *openapi3.SchemaError
+	if errors.As(e.Err, &schemaErr) {
+		return friendlyReason(schemaErr.Reason)
+	}
+	if e.Err != nil {
+		return e.Err.Error()
+	}
+	return e.Reason
+}
+
+var unsupportedProperty = regexp.MustCompile(`^property "(.+)" is unsupported$`)
+
+func schemaField(e *openapi3.SchemaError) problem.Field {
+	path := e.JSONPointer()
+	reason := e.Reason
+	if m := unsupportedProperty.FindStringSubmatch(reason); m != nil {
+		path = append(path, m[1])
+		reason = "unknown field"
+	}
+	if e.SchemaField == "required" {
+		reason = "required field is missing"
+	}
+	var b strings.Builder
+	b.WriteString("#")
+	for _, s := range path {
+		b.WriteString("/" + escapePointer(s))
+	}
+	return problem.Field{Pointer: b.String(), Detail: friendlyReason(reason)}
+}
+
+// friendlyReason replaces kin-openapi's format errors, which quote whole
+// regular expressions, with what the client has to send.
+func friendlyReason(reason string) string {
+	switch {
+	case strings.Contains(reason, `format "uuid"`):
+		return "must be a UUID"
+	case strings.Contains(reason, `format "date-time"`):
+		return "must be an RFC 3339 date-time, such as 2026-01-02T15:04:05Z"
+	}
+	return reason
+}
+
+// writeError writes err: a problem as itself, anything else as a 500 whose
+// cause is logged.
+func (cfg Config) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	id := RequestID(r.Context())
+	if p, ok := problem.As(err); ok {
+		problem.Write(w, r, p, id)
+		return
+	}
+	cfg.Logger.Error("request failed", "request_id", id, "error", err.Error())
+	problem.Write(w, r, problem.Internal(), id)
+}
+
+// ErrorHandler adapts writeError to the generated server's error hooks.
+func (cfg Config) ErrorHandler() func(http.ResponseWriter, *http.Request, error) {
+	return cfg.writeError
+}
+
+// finish writes the access log line and the metrics of a request. Neither
+// ever contains a header value, a query string or a body.
+func (cfg Config) finish(rec *recorder, r *http.Request, start time.Time) {
+	elapsed := time.Since(start)
+	opID := "unmatched"
+	if rec.operation != nil {
+		opID = rec.operation.ID
+	}
+	attrs := []slog.Attr{
+		slog.String("request_id", RequestID(r.Context())),
+		slog.String("method", r.Method),
+		slog.String("path", r.URL.Path),
+		slog.String("operation", opID),
+		slog.Int("status", rec.status),
+		slog.Int64("bytes", rec.bytes),
+		slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000),
+		slog.String("remote", audit.RequestFrom(r.Context()).SourceIP),
+	}
+	if rec.caller.TenantID != uuid.Nil {
+		attrs = append(attrs,
+			slog.String("tenant_id", rec.caller.TenantID.String()),
+			slog.String("principal_id", rec.caller.PrincipalID.String()),
+			slog.String("token_id", rec.caller.TokenID.String()))
+	}
+	cfg.Logger.LogAttrs(r.Context(), slog.LevelInfo, "http request", attrs...)
+	if cfg.Metrics != nil {
+		cfg.Metrics.observe(opID, r.Method, rec.status, elapsed)
+	}
+}
+
+// recorder remembers what was written for the log and metrics.
+type recorder struct {
+	http.ResponseWriter
+	status      int
+	bytes       int64
+	wroteHeader bool
+	operation   *api.Operation
+	caller      caller.Caller
+}
+
+func (w *recorder) WriteHeader(code int) {
+	if !w.wroteHeader {
+		w.status, w.wroteHeader = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *recorder) Write(b []byte) (int, error) {
+	w.wroteHeader = true
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += int64(n)
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// sourceIP is the client address: the peer, or, when the peer is a trusted
+// proxy, the nearest untrusted address in X-Forwarded-For.
+func sourceIP(r *http.Request, trusted []netip.Prefix) string {
+	peer, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return ""
+	}
+	addr := peer.Addr().Unmap()
+	if !isTrusted(addr, trusted) {
+		return addr.String()
+	}
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			break
+		}
+		a = a.Unmap()
+		if !isTrusted(a, trusted) {
+			return a.String()
+		}
+		addr = a
+	}
+	return addr.String()
+}
+
+func isTrusted(a netip.Addr, trusted []netip.Prefix) bool {
+	for _, p := range trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
