@@ -205,39 +205,55 @@ func (c *Client) Do(method, path string, body any, opts ...Option) *Response {
 	return r
 }
 
-// validate checks a response against the operation it answered; responses
-// to paths outside the spec (404, 405) must be problem documents.
+// validate checks a response against the spec and records coverage.
 func (e *Env) validate(req *http.Request, body []byte, r *Response) error {
-	op, params, _ := e.Index.Match(req.Method, req.URL.EscapedPath())
+	opID, err := Validate(req, body, r.Status, r.Header, r.Body)
+	if err == nil && opID != "" {
+		recordCoverage(opID, r.Status)
+	}
+	return err
+}
+
+// Validate checks a response against the operation of specs/openapi.yaml it
+// answered and returns that operation's id. Responses to paths outside the
+// spec (404, 405) must be problem documents; so must every error response
+// the operation does not declare as JSON.
+func Validate(req *http.Request, reqBody []byte, status int, header http.Header, body []byte) (string, error) {
+	ix, err := api.Spec()
+	if err != nil {
+		return "", err
+	}
+	op, params, _ := ix.Match(req.Method, req.URL.EscapedPath())
 	if op == nil {
-		return validateSchema(e.Index.Doc, "Problem", r)
+		return "", validateSchema(ix.Doc, "Problem", body)
 	}
 	vreq := req.Clone(context.Background())
-	vreq.Body = io.NopCloser(bytes.NewReader(body))
+	vreq.Body = io.NopCloser(bytes.NewReader(reqBody))
 	in := &openapi3filter.ResponseValidationInput{
-		RequestValidationInput: &openapi3filter.RequestValidationInput{Request: vreq, PathParams: params, Route: op.Route(e.Index.Doc)},
-		Status:                 r.Status,
-		Header:                 r.Header,
-		Body:                   io.NopCloser(bytes.NewReader(r.Body)),
+		RequestValidationInput: &openapi3filter.RequestValidationInput{Request: vreq, PathParams: params, Route: op.Route(ix.Doc)},
+		Status:                 status,
+		Header:                 header,
+		Body:                   io.NopCloser(bytes.NewReader(body)),
 		Options:                &openapi3filter.Options{IncludeResponseStatus: true, MultiError: true},
 	}
 	if err := openapi3filter.ValidateResponse(context.Background(), in); err != nil {
-		return err
+		return op.ID, err
 	}
-	if r.Status >= 400 && !strings.HasPrefix(r.Header.Get("Content-Type"), "application/problem+json") {
-		return fmt.Errorf("error response with content type %q, not application/problem+json", r.Header.Get("Content-Type"))
+	declared := op.Spec.Responses.Status(status)
+	isDeclaredJSON := declared != nil && declared.Value != nil && declared.Value.Content.Get("application/json") != nil
+	if status >= 400 && !isDeclaredJSON && !strings.HasPrefix(header.Get("Content-Type"), "application/problem+json") {
+		return op.ID, fmt.Errorf("error response with content type %q, not application/problem+json", header.Get("Content-Type"))
 	}
-	recordCoverage(op.ID, r.Status)
-	return nil
+	return op.ID, nil
 }
 
-func validateSchema(doc *openapi3.T, name string, r *Response) error {
+func validateSchema(doc *openapi3.T, name string, body []byte) error {
 	ref, ok := doc.Components.Schemas[name]
 	if !ok {
 		return fmt.Errorf("no schema %s", name)
 	}
 	var v any
-	if err := json.Unmarshal(r.Body, &v); err != nil {
+	if err := json.Unmarshal(body, &v); err != nil {
 		return err
 	}
 	return ref.Value.VisitJSON(v, openapi3.MultiErrors())
