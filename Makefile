@@ -32,7 +32,7 @@ build: ## Build bin/edgeward-controlplane and bin/edgeward-agent.
 test: ## Run every test (-race), then check every API operation was exercised.
 	@rm -rf $(COVDIR)
 	EDGEWARD_API_COVERAGE_DIR=$(COVDIR) $(GO) test -race -count=1 $(PACKAGES)
-	EDGEWARD_API_COVERAGE_DIR=$(COVDIR) EDGEWARD_API_COVERAGE_CHECK=1 \
+	set -o pipefail; EDGEWARD_API_COVERAGE_DIR=$(COVDIR) EDGEWARD_API_COVERAGE_CHECK=1 \
 		$(GO) test -count=1 -run '^TestEveryOperationIsExercised$$' -v ./controlplane/internal/apitest | grep -E '^(---|ok|FAIL|\s+coverage_test)' || exit 1
 
 bench: ## Run the benchmarks and print their figures.

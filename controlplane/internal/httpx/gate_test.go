@@ -135,6 +135,8 @@ func TestRequestsTheSpecForbidsNeverReachAHandler(t *testing.T) {
 		p := r.Problem(t, 405)
 		assert.Equal(t, "method_not_allowed", p.Code)
 		assert.Equal(t, "GET, POST", r.Header.Get("Allow"))
+		p = env.Client(t, "").Do("POST", "/healthz", nil).Problem(t, 405)
+		assert.Equal(t, "method_not_allowed", p.Code)
 	})
 }
 
