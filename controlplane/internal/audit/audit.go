@@ -119,13 +119,15 @@ func Record(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, e Entry) error {
 	if err != nil {
 		return fmt.Errorf("audit %s: details: %w", e.Action, err)
 	}
-	// Lock the chain head; the first event of a tenant creates it.
-	if _, err := tx.Exec(ctx, `INSERT INTO audit_chain_heads (tenant_id, seq, hash) VALUES ($1, 0, $2) ON CONFLICT (tenant_id) DO NOTHING`, tenantID, GenesisHash); err != nil {
-		return fmt.Errorf("audit %s: chain head: %w", e.Action, err)
-	}
+	// Lock the chain head and read it in one round trip; the first event of a
+	// tenant creates the head. The no-op update takes the row lock, which
+	// serializes this tenant's writers until the transaction ends.
 	var headSeq int64
 	var headHash []byte
-	if err := tx.QueryRow(ctx, `SELECT seq, hash FROM audit_chain_heads WHERE tenant_id = $1 FOR UPDATE`, tenantID).Scan(&headSeq, &headHash); err != nil {
+	if err := tx.QueryRow(ctx, `
+		INSERT INTO audit_chain_heads (tenant_id, seq, hash) VALUES ($1, 0, $2)
+		ON CONFLICT (tenant_id) DO UPDATE SET seq = audit_chain_heads.seq
+		RETURNING seq, hash`, tenantID, GenesisHash).Scan(&headSeq, &headHash); err != nil {
 		return fmt.Errorf("audit %s: lock chain head: %w", e.Action, err)
 	}
 	actor, req := ActorFrom(ctx), RequestFrom(ctx)
@@ -149,18 +151,19 @@ func Record(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, e Entry) error {
 	if err != nil {
 		return fmt.Errorf("audit %s: %w", e.Action, err)
 	}
+	// Insert the event and advance the head together.
 	_, err = tx.Exec(ctx, `
-		INSERT INTO audit_events (tenant_id, seq, id, occurred_at, scheme_version, actor_type, actor_id, actor_name,
-		                          action, target_type, target_id, request_id, source_ip, outcome, details, prev_hash, hash)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
+		WITH event AS (
+			INSERT INTO audit_events (tenant_id, seq, id, occurred_at, scheme_version, actor_type, actor_id, actor_name,
+			                          action, target_type, target_id, request_id, source_ip, outcome, details, prev_hash, hash)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+		)
+		UPDATE audit_chain_heads SET seq = $2, hash = $17 WHERE tenant_id = $1`,
 		ev.TenantID, ev.Seq, ev.ID, ev.OccurredAt, ev.SchemeVersion, ev.Actor.Type, nullable(ev.Actor.ID), ev.Actor.Name,
 		ev.Action, ev.TargetType, nullable(ev.TargetID), nullable(ev.RequestID), nullable(ev.SourceIP), ev.Outcome,
 		string(ev.Details), ev.PrevHash, ev.Hash)
 	if err != nil {
 		return fmt.Errorf("audit %s: insert: %w", e.Action, err)
-	}
-	if _, err := tx.Exec(ctx, `UPDATE audit_chain_heads SET seq = $2, hash = $3 WHERE tenant_id = $1`, tenantID, ev.Seq, ev.Hash); err != nil {
-		return fmt.Errorf("audit %s: advance chain head: %w", e.Action, err)
 	}
 	return nil
 }
