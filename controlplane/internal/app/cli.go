@@ -165,10 +165,7 @@ func runServe(ctx context.Context, args []string, _, errOut io.Writer) error {
 	fs.StringVar(&dbf.url, "database-url", "", "PostgreSQL URL of the runtime role edgeward_app")
 	sf.register(fs, "data")
 	lf.register(fs, "json")
-	if err := parseFlags(fs, args); err != nil {
-		return usageErr(err)
-	}
-	log, err := lf.logger(errOut)
+	log, err := lf.parse(fs, args, errOut)
 	if err != nil {
 		return err
 	}
@@ -209,14 +206,11 @@ func runMigrate(ctx context.Context, args []string, out, errOut io.Writer) error
 	dbf.register(fs)
 	fs.StringVar(&password, "runtime-password", "", "set this password on the runtime role edgeward_app")
 	lf.register(fs, "text")
-	if err := parseFlags(fs, args); err != nil {
-		return usageErr(err)
-	}
-	url, err := dbf.admin()
+	log, err := lf.parse(fs, args, errOut)
 	if err != nil {
 		return err
 	}
-	log, err := lf.logger(errOut)
+	url, err := dbf.admin()
 	if err != nil {
 		return err
 	}

@@ -35,10 +35,7 @@ func runDev(ctx context.Context, args []string, out, errOut io.Writer) error {
 	fs.StringVar(&dir, "dir", ".edgeward", "directory for the cluster, the CA and demo.env")
 	sf.register(fs, "")
 	lf.register(fs, "text")
-	if err := parseFlags(fs, args); err != nil {
-		return usageErr(err)
-	}
-	log, err := lf.logger(errOut)
+	log, err := lf.parse(fs, args, errOut)
 	if err != nil {
 		return err
 	}

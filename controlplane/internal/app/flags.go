@@ -61,6 +61,14 @@ func (l *logFlags) register(fs *flag.FlagSet, defaultFormat string) {
 	fs.StringVar(&l.format, "log-format", defaultFormat, "json or text")
 }
 
+// parse parses the flag set (see parseFlags) and builds the logger.
+func (l *logFlags) parse(fs *flag.FlagSet, args []string, w io.Writer) (*slog.Logger, error) {
+	if err := parseFlags(fs, args); err != nil {
+		return nil, usageErr(err)
+	}
+	return l.logger(w)
+}
+
 func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(l.level)); err != nil {

@@ -21,12 +21,7 @@ type API struct {
 	Now   func() time.Time
 }
 
-func (a *API) now() time.Time {
-	if a.Now != nil {
-		return a.Now()
-	}
-	return time.Now()
-}
+func (a *API) now() time.Time { return nowFrom(a.Now) }
 
 // GetMe implements GET /api/v1/me.
 func (a *API) GetMe(ctx context.Context, _ api.GetMeRequestObject) (api.GetMeResponseObject, error) {

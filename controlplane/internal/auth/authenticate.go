@@ -27,9 +27,12 @@ type Authenticator struct {
 	Now func() time.Time
 }
 
-func (a *Authenticator) now() time.Time {
-	if a.Now != nil {
-		return a.Now()
+func (a *Authenticator) now() time.Time { return nowFrom(a.Now) }
+
+// nowFrom reads a settable clock: clock when set, else the system clock.
+func nowFrom(clock func() time.Time) time.Time {
+	if clock != nil {
+		return clock()
 	}
 	return time.Now()
 }
