@@ -52,6 +52,14 @@ Install them, then run the command again:
   macOS (Homebrew): brew install postgresql@16 && export PATH="$(brew --prefix postgresql@16)/bin:$PATH"
 Or point DATABASE_URL at an existing PostgreSQL server (14 or newer).`)
 
+// binGlobs are where distributions put server binaries that are not on PATH.
+var binGlobs = []string{
+	"/usr/lib/postgresql/*/bin",
+	"/usr/pgsql-*/bin",
+	"/opt/homebrew/opt/postgresql@*/bin",
+	"/usr/local/opt/postgresql@*/bin",
+}
+
 // FindBinDir returns the directory holding initdb and pg_ctl.
 func FindBinDir() (string, error) {
 	if p, err := exec.LookPath("initdb"); err == nil {
@@ -61,12 +69,7 @@ func FindBinDir() (string, error) {
 		}
 	}
 	var candidates []string
-	for _, pattern := range []string{
-		"/usr/lib/postgresql/*/bin",
-		"/usr/pgsql-*/bin",
-		"/opt/homebrew/opt/postgresql@*/bin",
-		"/usr/local/opt/postgresql@*/bin",
-	} {
+	for _, pattern := range binGlobs {
 		m, _ := filepath.Glob(pattern)
 		candidates = append(candidates, m...)
 	}
@@ -82,8 +85,11 @@ func FindBinDir() (string, error) {
 	return "", ErrNoBinaries
 }
 
-func majorOf(path string) int {
-	for _, part := range strings.FieldsFunc(path, func(r rune) bool { return r < '0' || r > '9' }) {
+// majorOf reads the major version from the directory above bin:
+// /usr/lib/postgresql/15/bin, /usr/pgsql-15/bin, .../postgresql@16/bin.
+func majorOf(binDir string) int {
+	versioned := filepath.Base(filepath.Dir(binDir))
+	for _, part := range strings.FieldsFunc(versioned, func(r rune) bool { return r < '0' || r > '9' }) {
 		if n, err := strconv.Atoi(part); err == nil {
 			return n
 		}
