@@ -35,18 +35,31 @@ type HostFacts struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Hostname string                 `protobuf:"bytes,1,opt,name=hostname,proto3" json:"hostname,omitempty"`
 	// Operating system family: linux, darwin, windows.
-	Os              string `protobuf:"bytes,2,opt,name=os,proto3" json:"os,omitempty"`
+	Os string `protobuf:"bytes,2,opt,name=os,proto3" json:"os,omitempty"`
+	// Distribution or product, e.g. debian, ubuntu, darwin, Microsoft Windows 11 Pro.
 	Platform        string `protobuf:"bytes,3,opt,name=platform,proto3" json:"platform,omitempty"`
 	PlatformVersion string `protobuf:"bytes,4,opt,name=platform_version,json=platformVersion,proto3" json:"platform_version,omitempty"`
 	KernelVersion   string `protobuf:"bytes,5,opt,name=kernel_version,json=kernelVersion,proto3" json:"kernel_version,omitempty"`
-	Arch            string `protobuf:"bytes,6,opt,name=arch,proto3" json:"arch,omitempty"`
-	AgentVersion    string `protobuf:"bytes,7,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
-	// A stable machine identifier (for example /etc/machine-id), so a
-	// re-enrolled machine keeps one identity.
-	MachineId     string              `protobuf:"bytes,8,opt,name=machine_id,json=machineId,proto3" json:"machine_id,omitempty"`
-	Interfaces    []*NetworkInterface `protobuf:"bytes,9,rep,name=interfaces,proto3" json:"interfaces,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// GOARCH-style architecture: amd64, arm64.
+	Arch         string `protobuf:"bytes,6,opt,name=arch,proto3" json:"arch,omitempty"`
+	AgentVersion string `protobuf:"bytes,7,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
+	// A stable machine identifier: /etc/machine-id on Linux, IOPlatformUUID on
+	// macOS, MachineGuid on Windows. It keeps one identity per machine across
+	// re-installs and re-enrollments.
+	MachineId  string              `protobuf:"bytes,8,opt,name=machine_id,json=machineId,proto3" json:"machine_id,omitempty"`
+	Interfaces []*NetworkInterface `protobuf:"bytes,9,rep,name=interfaces,proto3" json:"interfaces,omitempty"`
+	// The hardware (SMBIOS product) UUID, where readable.
+	HardwareId string `protobuf:"bytes,10,opt,name=hardware_id,json=hardwareId,proto3" json:"hardware_id,omitempty"`
+	// The system serial number, where readable.
+	SerialNumber     string                 `protobuf:"bytes,11,opt,name=serial_number,json=serialNumber,proto3" json:"serial_number,omitempty"`
+	BootTime         *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=boot_time,json=bootTime,proto3" json:"boot_time,omitempty"`
+	Uptime           *durationpb.Duration   `protobuf:"bytes,13,opt,name=uptime,proto3" json:"uptime,omitempty"`
+	CpuCount         uint32                 `protobuf:"varint,14,opt,name=cpu_count,json=cpuCount,proto3" json:"cpu_count,omitempty"`
+	CpuModel         string                 `protobuf:"bytes,15,opt,name=cpu_model,json=cpuModel,proto3" json:"cpu_model,omitempty"`
+	MemoryTotalBytes uint64                 `protobuf:"varint,16,opt,name=memory_total_bytes,json=memoryTotalBytes,proto3" json:"memory_total_bytes,omitempty"`
+	Disks            []*Disk                `protobuf:"bytes,17,rep,name=disks,proto3" json:"disks,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *HostFacts) Reset() {
@@ -142,6 +155,62 @@ func (x *HostFacts) GetInterfaces() []*NetworkInterface {
 	return nil
 }
 
+func (x *HostFacts) GetHardwareId() string {
+	if x != nil {
+		return x.HardwareId
+	}
+	return ""
+}
+
+func (x *HostFacts) GetSerialNumber() string {
+	if x != nil {
+		return x.SerialNumber
+	}
+	return ""
+}
+
+func (x *HostFacts) GetBootTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.BootTime
+	}
+	return nil
+}
+
+func (x *HostFacts) GetUptime() *durationpb.Duration {
+	if x != nil {
+		return x.Uptime
+	}
+	return nil
+}
+
+func (x *HostFacts) GetCpuCount() uint32 {
+	if x != nil {
+		return x.CpuCount
+	}
+	return 0
+}
+
+func (x *HostFacts) GetCpuModel() string {
+	if x != nil {
+		return x.CpuModel
+	}
+	return ""
+}
+
+func (x *HostFacts) GetMemoryTotalBytes() uint64 {
+	if x != nil {
+		return x.MemoryTotalBytes
+	}
+	return 0
+}
+
+func (x *HostFacts) GetDisks() []*Disk {
+	if x != nil {
+		return x.Disks
+	}
+	return nil
+}
+
 // NetworkInterface is one of the host's own interfaces.
 type NetworkInterface struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -204,6 +273,83 @@ func (x *NetworkInterface) GetAddresses() []string {
 	return nil
 }
 
+// Disk is one mounted filesystem.
+type Disk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Mountpoint    string                 `protobuf:"bytes,1,opt,name=mountpoint,proto3" json:"mountpoint,omitempty"`
+	Device        string                 `protobuf:"bytes,2,opt,name=device,proto3" json:"device,omitempty"`
+	Fstype        string                 `protobuf:"bytes,3,opt,name=fstype,proto3" json:"fstype,omitempty"`
+	TotalBytes    uint64                 `protobuf:"varint,4,opt,name=total_bytes,json=totalBytes,proto3" json:"total_bytes,omitempty"`
+	UsedBytes     uint64                 `protobuf:"varint,5,opt,name=used_bytes,json=usedBytes,proto3" json:"used_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Disk) Reset() {
+	*x = Disk{}
+	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Disk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Disk) ProtoMessage() {}
+
+func (x *Disk) ProtoReflect() protoreflect.Message {
+	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Disk.ProtoReflect.Descriptor instead.
+func (*Disk) Descriptor() ([]byte, []int) {
+	return file_edgeward_agent_v1_agent_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Disk) GetMountpoint() string {
+	if x != nil {
+		return x.Mountpoint
+	}
+	return ""
+}
+
+func (x *Disk) GetDevice() string {
+	if x != nil {
+		return x.Device
+	}
+	return ""
+}
+
+func (x *Disk) GetFstype() string {
+	if x != nil {
+		return x.Fstype
+	}
+	return ""
+}
+
+func (x *Disk) GetTotalBytes() uint64 {
+	if x != nil {
+		return x.TotalBytes
+	}
+	return 0
+}
+
+func (x *Disk) GetUsedBytes() uint64 {
+	if x != nil {
+		return x.UsedBytes
+	}
+	return 0
+}
+
 type EnrollRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The enrollment token, as issued (it also pins the control plane's CA).
@@ -217,7 +363,7 @@ type EnrollRequest struct {
 
 func (x *EnrollRequest) Reset() {
 	*x = EnrollRequest{}
-	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[2]
+	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -229,7 +375,7 @@ func (x *EnrollRequest) String() string {
 func (*EnrollRequest) ProtoMessage() {}
 
 func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[2]
+	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -242,7 +388,7 @@ func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollRequest.ProtoReflect.Descriptor instead.
 func (*EnrollRequest) Descriptor() ([]byte, []int) {
-	return file_edgeward_agent_v1_agent_proto_rawDescGZIP(), []int{2}
+	return file_edgeward_agent_v1_agent_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *EnrollRequest) GetToken() string {
@@ -275,13 +421,15 @@ type EnrollResponse struct {
 	// The CA certificates that verify the control plane and the agent.
 	CaCertificatesDer [][]byte             `protobuf:"bytes,4,rep,name=ca_certificates_der,json=caCertificatesDer,proto3" json:"ca_certificates_der,omitempty"`
 	HeartbeatInterval *durationpb.Duration `protobuf:"bytes,5,opt,name=heartbeat_interval,json=heartbeatInterval,proto3" json:"heartbeat_interval,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// True when this machine was enrolled before and keeps its agent id.
+	Reenrolled    bool `protobuf:"varint,6,opt,name=reenrolled,proto3" json:"reenrolled,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EnrollResponse) Reset() {
 	*x = EnrollResponse{}
-	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[3]
+	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -293,7 +441,7 @@ func (x *EnrollResponse) String() string {
 func (*EnrollResponse) ProtoMessage() {}
 
 func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[3]
+	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -306,7 +454,7 @@ func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollResponse.ProtoReflect.Descriptor instead.
 func (*EnrollResponse) Descriptor() ([]byte, []int) {
-	return file_edgeward_agent_v1_agent_proto_rawDescGZIP(), []int{3}
+	return file_edgeward_agent_v1_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *EnrollResponse) GetAgentId() string {
@@ -344,6 +492,13 @@ func (x *EnrollResponse) GetHeartbeatInterval() *durationpb.Duration {
 	return nil
 }
 
+func (x *EnrollResponse) GetReenrolled() bool {
+	if x != nil {
+		return x.Reenrolled
+	}
+	return false
+}
+
 // Report is one entry of the agent's durable queue.
 type Report struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -359,7 +514,7 @@ type Report struct {
 
 func (x *Report) Reset() {
 	*x = Report{}
-	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[4]
+	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -371,7 +526,7 @@ func (x *Report) String() string {
 func (*Report) ProtoMessage() {}
 
 func (x *Report) ProtoReflect() protoreflect.Message {
-	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[4]
+	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -384,7 +539,7 @@ func (x *Report) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Report.ProtoReflect.Descriptor instead.
 func (*Report) Descriptor() ([]byte, []int) {
-	return file_edgeward_agent_v1_agent_proto_rawDescGZIP(), []int{4}
+	return file_edgeward_agent_v1_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Report) GetSeq() uint64 {
@@ -438,7 +593,7 @@ type NeighborObservation struct {
 
 func (x *NeighborObservation) Reset() {
 	*x = NeighborObservation{}
-	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -450,7 +605,7 @@ func (x *NeighborObservation) String() string {
 func (*NeighborObservation) ProtoMessage() {}
 
 func (x *NeighborObservation) ProtoReflect() protoreflect.Message {
-	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -463,7 +618,7 @@ func (x *NeighborObservation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NeighborObservation.ProtoReflect.Descriptor instead.
 func (*NeighborObservation) Descriptor() ([]byte, []int) {
-	return file_edgeward_agent_v1_agent_proto_rawDescGZIP(), []int{5}
+	return file_edgeward_agent_v1_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *NeighborObservation) GetMac() string {
@@ -520,7 +675,7 @@ type QueueStats struct {
 
 func (x *QueueStats) Reset() {
 	*x = QueueStats{}
-	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -532,7 +687,7 @@ func (x *QueueStats) String() string {
 func (*QueueStats) ProtoMessage() {}
 
 func (x *QueueStats) ProtoReflect() protoreflect.Message {
-	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -545,7 +700,7 @@ func (x *QueueStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueStats.ProtoReflect.Descriptor instead.
 func (*QueueStats) Descriptor() ([]byte, []int) {
-	return file_edgeward_agent_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_edgeward_agent_v1_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *QueueStats) GetDepth() uint64 {
@@ -571,7 +726,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[7]
+	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -583,7 +738,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[7]
+	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -596,7 +751,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_edgeward_agent_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_edgeward_agent_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *HeartbeatRequest) GetReports() []*Report {
@@ -618,7 +773,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -630,7 +785,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -643,7 +798,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_edgeward_agent_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_edgeward_agent_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *HeartbeatResponse) GetAckedSeqs() []uint64 {
@@ -670,7 +825,7 @@ type RotateCertificateRequest struct {
 
 func (x *RotateCertificateRequest) Reset() {
 	*x = RotateCertificateRequest{}
-	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -682,7 +837,7 @@ func (x *RotateCertificateRequest) String() string {
 func (*RotateCertificateRequest) ProtoMessage() {}
 
 func (x *RotateCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -695,7 +850,7 @@ func (x *RotateCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RotateCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_edgeward_agent_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_edgeward_agent_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RotateCertificateRequest) GetCsrDer() []byte {
@@ -709,13 +864,14 @@ type RotateCertificateResponse struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
 	CertificateDer    []byte                 `protobuf:"bytes,1,opt,name=certificate_der,json=certificateDer,proto3" json:"certificate_der,omitempty"`
 	CaCertificatesDer [][]byte               `protobuf:"bytes,2,rep,name=ca_certificates_der,json=caCertificatesDer,proto3" json:"ca_certificates_der,omitempty"`
+	HeartbeatInterval *durationpb.Duration   `protobuf:"bytes,3,opt,name=heartbeat_interval,json=heartbeatInterval,proto3" json:"heartbeat_interval,omitempty"`
 	unknownFields     protoimpl.UnknownFields
 	sizeCache         protoimpl.SizeCache
 }
 
 func (x *RotateCertificateResponse) Reset() {
 	*x = RotateCertificateResponse{}
-	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -727,7 +883,7 @@ func (x *RotateCertificateResponse) String() string {
 func (*RotateCertificateResponse) ProtoMessage() {}
 
 func (x *RotateCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -740,7 +896,7 @@ func (x *RotateCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCertificateResponse.ProtoReflect.Descriptor instead.
 func (*RotateCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_edgeward_agent_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_edgeward_agent_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RotateCertificateResponse) GetCertificateDer() []byte {
@@ -757,11 +913,18 @@ func (x *RotateCertificateResponse) GetCaCertificatesDer() [][]byte {
 	return nil
 }
 
+func (x *RotateCertificateResponse) GetHeartbeatInterval() *durationpb.Duration {
+	if x != nil {
+		return x.HeartbeatInterval
+	}
+	return nil
+}
+
 var File_edgeward_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_edgeward_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x1dedgeward/agent/v1/agent.proto\x12\x11edgeward.agent.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc2\x02\n" +
+	"\x1dedgeward/agent/v1/agent.proto\x12\x11edgeward.agent.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8b\x05\n" +
 	"\tHostFacts\x12\x1a\n" +
 	"\bhostname\x18\x01 \x01(\tR\bhostname\x12\x0e\n" +
 	"\x02os\x18\x02 \x01(\tR\x02os\x12\x1a\n" +
@@ -774,21 +937,44 @@ const file_edgeward_agent_v1_agent_proto_rawDesc = "" +
 	"machine_id\x18\b \x01(\tR\tmachineId\x12C\n" +
 	"\n" +
 	"interfaces\x18\t \x03(\v2#.edgeward.agent.v1.NetworkInterfaceR\n" +
-	"interfaces\"V\n" +
+	"interfaces\x12\x1f\n" +
+	"\vhardware_id\x18\n" +
+	" \x01(\tR\n" +
+	"hardwareId\x12#\n" +
+	"\rserial_number\x18\v \x01(\tR\fserialNumber\x127\n" +
+	"\tboot_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\bbootTime\x121\n" +
+	"\x06uptime\x18\r \x01(\v2\x19.google.protobuf.DurationR\x06uptime\x12\x1b\n" +
+	"\tcpu_count\x18\x0e \x01(\rR\bcpuCount\x12\x1b\n" +
+	"\tcpu_model\x18\x0f \x01(\tR\bcpuModel\x12,\n" +
+	"\x12memory_total_bytes\x18\x10 \x01(\x04R\x10memoryTotalBytes\x12-\n" +
+	"\x05disks\x18\x11 \x03(\v2\x17.edgeward.agent.v1.DiskR\x05disks\"V\n" +
 	"\x10NetworkInterface\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
 	"\x03mac\x18\x02 \x01(\tR\x03mac\x12\x1c\n" +
-	"\taddresses\x18\x03 \x03(\tR\taddresses\"r\n" +
+	"\taddresses\x18\x03 \x03(\tR\taddresses\"\x96\x01\n" +
+	"\x04Disk\x12\x1e\n" +
+	"\n" +
+	"mountpoint\x18\x01 \x01(\tR\n" +
+	"mountpoint\x12\x16\n" +
+	"\x06device\x18\x02 \x01(\tR\x06device\x12\x16\n" +
+	"\x06fstype\x18\x03 \x01(\tR\x06fstype\x12\x1f\n" +
+	"\vtotal_bytes\x18\x04 \x01(\x04R\n" +
+	"totalBytes\x12\x1d\n" +
+	"\n" +
+	"used_bytes\x18\x05 \x01(\x04R\tusedBytes\"r\n" +
 	"\rEnrollRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x17\n" +
 	"\acsr_der\x18\x02 \x01(\fR\x06csrDer\x122\n" +
-	"\x05facts\x18\x03 \x01(\v2\x1c.edgeward.agent.v1.HostFactsR\x05facts\"\xeb\x01\n" +
+	"\x05facts\x18\x03 \x01(\v2\x1c.edgeward.agent.v1.HostFactsR\x05facts\"\x8b\x02\n" +
 	"\x0eEnrollResponse\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12'\n" +
 	"\x0fcertificate_der\x18\x03 \x01(\fR\x0ecertificateDer\x12.\n" +
 	"\x13ca_certificates_der\x18\x04 \x03(\fR\x11caCertificatesDer\x12H\n" +
-	"\x12heartbeat_interval\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\"\x8a\x02\n" +
+	"\x12heartbeat_interval\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\x12\x1e\n" +
+	"\n" +
+	"reenrolled\x18\x06 \x01(\bR\n" +
+	"reenrolled\"\x8a\x02\n" +
 	"\x06Report\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x129\n" +
 	"\n" +
@@ -815,10 +1001,11 @@ const file_edgeward_agent_v1_agent_proto_rawDesc = "" +
 	"acked_seqs\x18\x01 \x03(\x04R\tackedSeqs\x12>\n" +
 	"\rnext_interval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\fnextInterval\"3\n" +
 	"\x18RotateCertificateRequest\x12\x17\n" +
-	"\acsr_der\x18\x01 \x01(\fR\x06csrDer\"t\n" +
+	"\acsr_der\x18\x01 \x01(\fR\x06csrDer\"\xbe\x01\n" +
 	"\x19RotateCertificateResponse\x12'\n" +
 	"\x0fcertificate_der\x18\x01 \x01(\fR\x0ecertificateDer\x12.\n" +
-	"\x13ca_certificates_der\x18\x02 \x03(\fR\x11caCertificatesDer2b\n" +
+	"\x13ca_certificates_der\x18\x02 \x03(\fR\x11caCertificatesDer\x12H\n" +
+	"\x12heartbeat_interval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval2b\n" +
 	"\x11EnrollmentService\x12M\n" +
 	"\x06Enroll\x12 .edgeward.agent.v1.EnrollRequest\x1a!.edgeward.agent.v1.EnrollResponse2\xd6\x01\n" +
 	"\fAgentService\x12V\n" +
@@ -839,45 +1026,50 @@ func file_edgeward_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_edgeward_agent_v1_agent_proto_rawDescData
 }
 
-var file_edgeward_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_edgeward_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_edgeward_agent_v1_agent_proto_goTypes = []any{
 	(*HostFacts)(nil),                 // 0: edgeward.agent.v1.HostFacts
 	(*NetworkInterface)(nil),          // 1: edgeward.agent.v1.NetworkInterface
-	(*EnrollRequest)(nil),             // 2: edgeward.agent.v1.EnrollRequest
-	(*EnrollResponse)(nil),            // 3: edgeward.agent.v1.EnrollResponse
-	(*Report)(nil),                    // 4: edgeward.agent.v1.Report
-	(*NeighborObservation)(nil),       // 5: edgeward.agent.v1.NeighborObservation
-	(*QueueStats)(nil),                // 6: edgeward.agent.v1.QueueStats
-	(*HeartbeatRequest)(nil),          // 7: edgeward.agent.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),         // 8: edgeward.agent.v1.HeartbeatResponse
-	(*RotateCertificateRequest)(nil),  // 9: edgeward.agent.v1.RotateCertificateRequest
-	(*RotateCertificateResponse)(nil), // 10: edgeward.agent.v1.RotateCertificateResponse
-	(*durationpb.Duration)(nil),       // 11: google.protobuf.Duration
+	(*Disk)(nil),                      // 2: edgeward.agent.v1.Disk
+	(*EnrollRequest)(nil),             // 3: edgeward.agent.v1.EnrollRequest
+	(*EnrollResponse)(nil),            // 4: edgeward.agent.v1.EnrollResponse
+	(*Report)(nil),                    // 5: edgeward.agent.v1.Report
+	(*NeighborObservation)(nil),       // 6: edgeward.agent.v1.NeighborObservation
+	(*QueueStats)(nil),                // 7: edgeward.agent.v1.QueueStats
+	(*HeartbeatRequest)(nil),          // 8: edgeward.agent.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),         // 9: edgeward.agent.v1.HeartbeatResponse
+	(*RotateCertificateRequest)(nil),  // 10: edgeward.agent.v1.RotateCertificateRequest
+	(*RotateCertificateResponse)(nil), // 11: edgeward.agent.v1.RotateCertificateResponse
 	(*timestamppb.Timestamp)(nil),     // 12: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 13: google.protobuf.Duration
 }
 var file_edgeward_agent_v1_agent_proto_depIdxs = []int32{
 	1,  // 0: edgeward.agent.v1.HostFacts.interfaces:type_name -> edgeward.agent.v1.NetworkInterface
-	0,  // 1: edgeward.agent.v1.EnrollRequest.facts:type_name -> edgeward.agent.v1.HostFacts
-	11, // 2: edgeward.agent.v1.EnrollResponse.heartbeat_interval:type_name -> google.protobuf.Duration
-	12, // 3: edgeward.agent.v1.Report.created_at:type_name -> google.protobuf.Timestamp
-	0,  // 4: edgeward.agent.v1.Report.facts:type_name -> edgeward.agent.v1.HostFacts
-	5,  // 5: edgeward.agent.v1.Report.observations:type_name -> edgeward.agent.v1.NeighborObservation
-	6,  // 6: edgeward.agent.v1.Report.queue:type_name -> edgeward.agent.v1.QueueStats
-	12, // 7: edgeward.agent.v1.NeighborObservation.first_seen_at:type_name -> google.protobuf.Timestamp
-	12, // 8: edgeward.agent.v1.NeighborObservation.last_seen_at:type_name -> google.protobuf.Timestamp
-	4,  // 9: edgeward.agent.v1.HeartbeatRequest.reports:type_name -> edgeward.agent.v1.Report
-	11, // 10: edgeward.agent.v1.HeartbeatResponse.next_interval:type_name -> google.protobuf.Duration
-	2,  // 11: edgeward.agent.v1.EnrollmentService.Enroll:input_type -> edgeward.agent.v1.EnrollRequest
-	7,  // 12: edgeward.agent.v1.AgentService.Heartbeat:input_type -> edgeward.agent.v1.HeartbeatRequest
-	9,  // 13: edgeward.agent.v1.AgentService.RotateCertificate:input_type -> edgeward.agent.v1.RotateCertificateRequest
-	3,  // 14: edgeward.agent.v1.EnrollmentService.Enroll:output_type -> edgeward.agent.v1.EnrollResponse
-	8,  // 15: edgeward.agent.v1.AgentService.Heartbeat:output_type -> edgeward.agent.v1.HeartbeatResponse
-	10, // 16: edgeward.agent.v1.AgentService.RotateCertificate:output_type -> edgeward.agent.v1.RotateCertificateResponse
-	14, // [14:17] is the sub-list for method output_type
-	11, // [11:14] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	12, // 1: edgeward.agent.v1.HostFacts.boot_time:type_name -> google.protobuf.Timestamp
+	13, // 2: edgeward.agent.v1.HostFacts.uptime:type_name -> google.protobuf.Duration
+	2,  // 3: edgeward.agent.v1.HostFacts.disks:type_name -> edgeward.agent.v1.Disk
+	0,  // 4: edgeward.agent.v1.EnrollRequest.facts:type_name -> edgeward.agent.v1.HostFacts
+	13, // 5: edgeward.agent.v1.EnrollResponse.heartbeat_interval:type_name -> google.protobuf.Duration
+	12, // 6: edgeward.agent.v1.Report.created_at:type_name -> google.protobuf.Timestamp
+	0,  // 7: edgeward.agent.v1.Report.facts:type_name -> edgeward.agent.v1.HostFacts
+	6,  // 8: edgeward.agent.v1.Report.observations:type_name -> edgeward.agent.v1.NeighborObservation
+	7,  // 9: edgeward.agent.v1.Report.queue:type_name -> edgeward.agent.v1.QueueStats
+	12, // 10: edgeward.agent.v1.NeighborObservation.first_seen_at:type_name -> google.protobuf.Timestamp
+	12, // 11: edgeward.agent.v1.NeighborObservation.last_seen_at:type_name -> google.protobuf.Timestamp
+	5,  // 12: edgeward.agent.v1.HeartbeatRequest.reports:type_name -> edgeward.agent.v1.Report
+	13, // 13: edgeward.agent.v1.HeartbeatResponse.next_interval:type_name -> google.protobuf.Duration
+	13, // 14: edgeward.agent.v1.RotateCertificateResponse.heartbeat_interval:type_name -> google.protobuf.Duration
+	3,  // 15: edgeward.agent.v1.EnrollmentService.Enroll:input_type -> edgeward.agent.v1.EnrollRequest
+	8,  // 16: edgeward.agent.v1.AgentService.Heartbeat:input_type -> edgeward.agent.v1.HeartbeatRequest
+	10, // 17: edgeward.agent.v1.AgentService.RotateCertificate:input_type -> edgeward.agent.v1.RotateCertificateRequest
+	4,  // 18: edgeward.agent.v1.EnrollmentService.Enroll:output_type -> edgeward.agent.v1.EnrollResponse
+	9,  // 19: edgeward.agent.v1.AgentService.Heartbeat:output_type -> edgeward.agent.v1.HeartbeatResponse
+	11, // 20: edgeward.agent.v1.AgentService.RotateCertificate:output_type -> edgeward.agent.v1.RotateCertificateResponse
+	18, // [18:21] is the sub-list for method output_type
+	15, // [15:18] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_edgeward_agent_v1_agent_proto_init() }
@@ -891,7 +1083,7 @@ func file_edgeward_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_edgeward_agent_v1_agent_proto_rawDesc), len(file_edgeward_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
