@@ -20,6 +20,11 @@ const (
 	ExtRoles = "x-edgeward-roles"
 	// ExtPublic marks an operation that needs no credential (health, metrics).
 	ExtPublic = "x-edgeward-public"
+	// ExtAuth names a credential other than a bearer token; the only value
+	// is "agent-certificate": the agent's mutual-TLS client certificate.
+	ExtAuth = "x-edgeward-auth"
+	// AuthAgentCertificate is the ExtAuth value for agent operations.
+	AuthAgentCertificate = "agent-certificate"
 )
 
 func init() {
@@ -30,14 +35,16 @@ func init() {
 // Operation is one method on one path of the spec, with the facts the HTTP
 // layer enforces.
 type Operation struct {
-	ID       string
-	Method   string
-	Path     string // the spec's path template, e.g. /api/v1/api-tokens/{token_id}
-	Roles    []string
-	Public   bool
-	HasBody  bool
-	Spec     *openapi3.Operation
-	PathItem *openapi3.PathItem
+	ID     string
+	Method string
+	Path   string // the spec's path template, e.g. /api/v1/api-tokens/{token_id}
+	Roles  []string
+	Public bool
+	// AgentAuth marks operations authenticated by an agent certificate.
+	AgentAuth bool
+	HasBody   bool
+	Spec      *openapi3.Operation
+	PathItem  *openapi3.PathItem
 
 	segments []string
 }
@@ -113,6 +120,12 @@ func NewIndex(doc *openapi3.T) (*Index, error) {
 				}
 				o.Public = b
 			}
+			if v, ok := op.Extensions[ExtAuth]; ok {
+				if v != AuthAgentCertificate {
+					return nil, fmt.Errorf("%s: %s must be %q", o.ID, ExtAuth, AuthAgentCertificate)
+				}
+				o.AgentAuth = true
+			}
 			if v, ok := op.Extensions[ExtRoles]; ok {
 				list, isList := v.([]any)
 				if !isList {
@@ -150,7 +163,7 @@ func (ix *Index) Operation(id string) *Operation {
 func (ix *Index) AllowedFor(role string) []string {
 	var ids []string
 	for _, o := range ix.ops {
-		if !o.Public && o.Allows(role) {
+		if !o.Public && !o.AgentAuth && o.Allows(role) {
 			ids = append(ids, o.ID)
 		}
 	}

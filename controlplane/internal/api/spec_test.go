@@ -39,6 +39,12 @@ func TestEveryOperationDeclaresItsRoles(t *testing.T) {
 			assert.NotNil(t, op.Spec.Security, "%s: a public operation must say security: []", op.ID)
 			continue
 		}
+		if op.AgentAuth {
+			assert.Empty(t, op.Roles, "%s: agent operations name no roles", op.ID)
+			assert.Contains(t, op.Path, "{agent_id}", "%s: an agent operation acts on the calling agent's own path", op.ID)
+			assert.NotNil(t, op.Spec.Security, "%s: an agent operation must say security: [] (no bearer token)", op.ID)
+			continue
+		}
 		assert.NotEmpty(t, op.Roles, "%s (%s %s) lacks %s", op.ID, op.Method, op.Path, api.ExtRoles)
 		for _, r := range op.Roles {
 			assert.True(t, caller.ValidRole(r), "%s: unknown role %q", op.ID, r)

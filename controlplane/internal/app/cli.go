@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/edgeward/edgeward/controlplane/internal/agents"
 	"github.com/edgeward/edgeward/controlplane/internal/audit"
 	"github.com/edgeward/edgeward/controlplane/internal/auth"
 	"github.com/edgeward/edgeward/controlplane/internal/caller"
@@ -113,6 +114,8 @@ type serveFlags struct {
 	maxBody         int64
 	trustedProxies  string
 	shutdownTimeout time.Duration
+	agentCertLife   time.Duration
+	agentInterval   time.Duration
 }
 
 func (s *serveFlags) register(fs *flag.FlagSet, defaultDataDir string) {
@@ -124,6 +127,8 @@ func (s *serveFlags) register(fs *flag.FlagSet, defaultDataDir string) {
 	fs.Int64Var(&s.maxBody, "max-body-bytes", httpx.DefaultMaxBodyBytes, "largest request body accepted")
 	fs.StringVar(&s.trustedProxies, "trusted-proxies", "", "comma-separated CIDRs of proxies whose X-Forwarded-For is believed")
 	fs.DurationVar(&s.shutdownTimeout, "shutdown-timeout", 20*time.Second, "how long requests in flight may finish after SIGTERM")
+	fs.DurationVar(&s.agentCertLife, "agent-cert-lifetime", agents.DefaultCertLifetime, "lifetime of agent client certificates (agents rotate at half of it)")
+	fs.DurationVar(&s.agentInterval, "agent-heartbeat-interval", agents.DefaultHeartbeatInterval, "heartbeat interval given to newly enrolled agents")
 }
 
 func (s *serveFlags) config(databaseURL string) (ServeConfig, error) {
@@ -136,6 +141,9 @@ func (s *serveFlags) config(databaseURL string) (ServeConfig, error) {
 		TLSKeyFile:      s.tlsKey,
 		MaxBodyBytes:    s.maxBody,
 		ShutdownTimeout: s.shutdownTimeout,
+
+		AgentCertLifetime:      s.agentCertLife,
+		AgentHeartbeatInterval: s.agentInterval,
 	}
 	for _, c := range splitList(s.trustedProxies) {
 		p, err := netip.ParsePrefix(c)

@@ -21,7 +21,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/edgeward/edgeward/controlplane/internal/agents"
 	"github.com/edgeward/edgeward/controlplane/internal/api"
+	"github.com/edgeward/edgeward/controlplane/internal/assets"
 	"github.com/edgeward/edgeward/controlplane/internal/audit"
 	"github.com/edgeward/edgeward/controlplane/internal/auth"
 	"github.com/edgeward/edgeward/controlplane/internal/db"
@@ -42,6 +44,10 @@ type ServeConfig struct {
 	TrustedProxies  []netip.Prefix
 	ShutdownTimeout time.Duration
 	Logger          *slog.Logger
+	// AgentCertLifetime and AgentHeartbeatInterval default to the agents
+	// room's defaults (30 days, 60 s).
+	AgentCertLifetime      time.Duration
+	AgentHeartbeatInterval time.Duration
 }
 
 // Server is a started control plane.
@@ -56,6 +62,10 @@ type Server struct {
 	pool   *pgxpool.Pool
 	http   *http.Server
 	served chan error
+	// stopBackground ends the background work (ingest, notifications);
+	// backgroundDone closes when it has.
+	stopBackground context.CancelFunc
+	backgroundDone chan struct{}
 }
 
 // rest is the strict server: each room serves the operations of its area.
@@ -63,11 +73,17 @@ type Server struct {
 type rest struct {
 	*authAPI
 	*auditAPI
+	*tokensAPI
+	*agentsService
+	*assetsAPI
 }
 
 type (
-	authAPI  = auth.API
-	auditAPI = audit.API
+	authAPI       = auth.API
+	auditAPI      = audit.API
+	tokensAPI     = agents.TokensAPI
+	agentsService = agents.Service
+	assetsAPI     = assets.API
 )
 
 // health and readiness are the bodies of /healthz and /readyz (schemas
@@ -116,9 +132,12 @@ func Start(ctx context.Context, cfg ServeConfig) (*Server, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), poolCollector{pool})
 	authn := &auth.Authenticator{Pool: pool}
+	agentsCfg := agents.Config{Pool: pool, CA: s.CA, Assets: assets.Store{}, CertLifetime: cfg.AgentCertLifetime, HeartbeatInterval: cfg.AgentHeartbeatInterval}
+	agentSvc := agents.New(agentsCfg, log)
 	gate := httpx.Config{
 		Index:          index,
 		Auth:           authn,
+		AgentAuth:      agentSvc,
 		Logger:         log,
 		Metrics:        httpx.NewMetrics(reg),
 		MaxBodyBytes:   cfg.MaxBodyBytes,
@@ -126,8 +145,11 @@ func Start(ctx context.Context, cfg ServeConfig) (*Server, error) {
 	}
 	mux := http.NewServeMux()
 	strict := api.NewStrictHandlerWithOptions(rest{
-		authAPI:  &auth.API{Pool: pool, Index: index},
-		auditAPI: &audit.API{Pool: pool},
+		authAPI:       &auth.API{Pool: pool, Index: index},
+		auditAPI:      &audit.API{Pool: pool},
+		tokensAPI:     &agents.TokensAPI{Cfg: &agentsCfg},
+		agentsService: agentSvc,
+		assetsAPI:     &assets.API{Pool: pool},
 	}, nil, api.StrictHTTPServerOptions{
 		RequestErrorHandlerFunc:  gate.ErrorHandler(),
 		ResponseErrorHandlerFunc: gate.ErrorHandler(),
@@ -144,13 +166,27 @@ func Start(ctx context.Context, cfg ServeConfig) (*Server, error) {
 	mux.HandleFunc("GET /readyz", s.readiness)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 
+	// One listener: the agent protocol (Connect, gRPC, gRPC-Web) by its
+	// procedure paths, everything else through the REST gate.
+	root := http.NewServeMux()
+	for path, h := range agentSvc.Handlers() {
+		root.Handle(path, httpx.RPCHandler(gate, h))
+	}
+	root.Handle("/", httpx.Handler(gate, mux))
+
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("serve: listen on %s: %w", cfg.Listen, err)
 	}
+	bg, stop := context.WithCancel(context.WithoutCancel(ctx))
+	s.stopBackground, s.backgroundDone = stop, make(chan struct{})
+	go func() {
+		defer close(s.backgroundDone)
+		agentSvc.Run(bg)
+	}()
 	s.http = &http.Server{
-		Handler:           httpx.Handler(gate, mux),
+		Handler:           root,
 		TLSConfig:         tlsConfig,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       60 * time.Second,
@@ -195,7 +231,9 @@ func (s *Server) tlsConfig() (*tls.Config, error) {
 	}
 	s.CA = ca
 	s.CAFile, _ = filepath.Abs(filepath.Join(s.cfg.DataDir, pki.CertFile))
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	// Agents present client certificates; the agents room verifies them (so
+	// it can say why one is refused). REST callers present none.
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ClientAuth: tls.RequestClientCert, ClientCAs: ca.Pool()}
 	if s.cfg.TLSCertFile != "" || s.cfg.TLSKeyFile != "" {
 		cert, err := tls.LoadX509KeyPair(s.cfg.TLSCertFile, s.cfg.TLSKeyFile)
 		if err != nil {
@@ -237,6 +275,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
 	err := s.http.Shutdown(ctx)
+	s.stopBackground()
+	<-s.backgroundDone
 	s.pool.Close()
 	if err != nil {
 		return fmt.Errorf("shutdown: %w", err)

@@ -44,10 +44,18 @@ type Authenticator interface {
 	RecordDenied(ctx context.Context, operationID string, r *http.Request) error
 }
 
+// AgentAuthenticator checks a request's client certificate for operations
+// marked x-edgeward-auth: agent-certificate, returning a context that
+// carries the agent, or a 401 problem.
+type AgentAuthenticator interface {
+	AuthenticateAgent(r *http.Request) (context.Context, error)
+}
+
 // Config wires the gate.
 type Config struct {
 	Index          *api.Index
 	Auth           Authenticator
+	AgentAuth      AgentAuthenticator
 	Logger         *slog.Logger
 	Metrics        *Metrics
 	MaxBodyBytes   int64
@@ -73,6 +81,20 @@ var validRequestID = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
 
 // Handler wraps next, which serves the operations of the spec, in the gate.
 func Handler(cfg Config, next http.Handler) http.Handler {
+	return cfg.instrument(func(w *recorder, r *http.Request) { cfg.serve(w, r, next) })
+}
+
+// RPCHandler wraps the agent protocol's Connect handlers in the same request
+// ids, access log, recovery and metrics; the operation is the procedure.
+// Connect does its own validation and the handlers authenticate agents.
+func RPCHandler(cfg Config, next http.Handler) http.Handler {
+	return cfg.instrument(func(w *recorder, r *http.Request) {
+		w.procedure = r.URL.Path
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (cfg Config) instrument(serve func(*recorder, *http.Request)) http.Handler {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
@@ -103,7 +125,7 @@ func Handler(cfg Config, next http.Handler) http.Handler {
 			}
 			cfg.finish(rec, r, start)
 		}()
-		cfg.serve(rec, r, next)
+		serve(rec, r)
 	})
 }
 
@@ -125,7 +147,19 @@ func (cfg Config) serve(w *recorder, r *http.Request, next http.Handler) {
 	ctx := context.WithValue(r.Context(), operationKey{}, op)
 	r = r.WithContext(ctx)
 
-	if !op.Public {
+	switch {
+	case op.AgentAuth:
+		if cfg.AgentAuth == nil {
+			fail(problem.New(http.StatusNotImplemented, "not_implemented", "agent authentication is not configured"))
+			return
+		}
+		agentCtx, err := cfg.AgentAuth.AuthenticateAgent(r)
+		if err != nil {
+			cfg.writeError(w, r, err)
+			return
+		}
+		r = r.WithContext(agentCtx)
+	case !op.Public:
 		authCtx, err := cfg.Auth.Authenticate(r)
 		if err != nil {
 			cfg.writeError(w, r, err)
@@ -410,8 +444,11 @@ func (cfg Config) ErrorHandler() func(http.ResponseWriter, *http.Request, error)
 func (cfg Config) finish(rec *recorder, r *http.Request, start time.Time) {
 	elapsed := time.Since(start)
 	opID := "unmatched"
-	if rec.operation != nil {
+	switch {
+	case rec.operation != nil:
 		opID = rec.operation.ID
+	case rec.procedure != "":
+		opID = rec.procedure
 	}
 	attrs := []slog.Attr{
 		slog.String("request_id", RequestID(r.Context())),
@@ -442,7 +479,15 @@ type recorder struct {
 	bytes       int64
 	wroteHeader bool
 	operation   *api.Operation
+	procedure   string
 	caller      caller.Caller
+}
+
+// Flush lets streaming responses (gRPC) through.
+func (w *recorder) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
 }
 
 func (w *recorder) WriteHeader(code int) {

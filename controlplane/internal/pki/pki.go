@@ -18,8 +18,10 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 )
@@ -206,4 +208,85 @@ func (s *ServerCert) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, err
 func randomSerial() *big.Int {
 	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	return n
+}
+
+// AgentURI is the identity an agent certificate carries as its URI SAN.
+func AgentURI(tenantID, agentID string) *url.URL {
+	return &url.URL{Scheme: "spiffe", Host: "edgeward", Path: "/tenant/" + tenantID + "/agent/" + agentID}
+}
+
+// ParseAgentURI reads the tenant and agent ids from a certificate's URI SAN.
+func ParseAgentURI(cert *x509.Certificate) (tenantID, agentID string, err error) {
+	for _, u := range cert.URIs {
+		if u.Scheme != "spiffe" || u.Host != "edgeward" {
+			continue
+		}
+		parts := strings.Split(strings.TrimPrefix(u.Path, "/"), "/")
+		if len(parts) == 4 && parts[0] == "tenant" && parts[2] == "agent" && parts[1] != "" && parts[3] != "" {
+			return parts[1], parts[3], nil
+		}
+	}
+	return "", "", errors.New("the certificate names no Edgeward agent (URI SAN spiffe://edgeward/tenant/{tenant}/agent/{agent})")
+}
+
+// ErrWeakKey means a CSR's key is not ECDSA P-256.
+var ErrWeakKey = errors.New("the certificate request must be for an ECDSA P-256 key")
+
+// ParseAgentCSR decodes a DER certificate request, checks its signature and
+// requires an ECDSA P-256 key (what the agent generates).
+func ParseAgentCSR(der []byte) (*x509.CertificateRequest, error) {
+	csr, err := x509.ParseCertificateRequest(der)
+	if err != nil {
+		return nil, fmt.Errorf("parse certificate request: %w", err)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, fmt.Errorf("certificate request signature: %w", err)
+	}
+	pub, ok := csr.PublicKey.(*ecdsa.PublicKey)
+	if !ok || pub.Curve != elliptic.P256() {
+		return nil, ErrWeakKey
+	}
+	return csr, nil
+}
+
+// IssueAgent signs a client certificate for an agent's key. Only the public
+// key of the request is used: the identity comes from the server.
+func (ca *CA) IssueAgent(csr *x509.CertificateRequest, tenantID, agentID string, lifetime time.Duration) (*x509.Certificate, error) {
+	now := time.Now()
+	notAfter := now.Add(lifetime)
+	if notAfter.After(ca.Cert.NotAfter) {
+		notAfter = ca.Cert.NotAfter
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: randomSerial(),
+		Subject:      pkix.Name{CommonName: agentID, Organization: []string{"Edgeward agent"}, OrganizationalUnit: []string{tenantID}},
+		NotBefore:    now.Add(-5 * time.Minute),
+		NotAfter:     notAfter,
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		URIs:         []*url.URL{AgentURI(tenantID, agentID)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, csr.PublicKey, ca.key)
+	if err != nil {
+		return nil, fmt.Errorf("issue agent certificate: %w", err)
+	}
+	return x509.ParseCertificate(der)
+}
+
+// Pool is a certificate pool holding only this CA.
+func (ca *CA) Pool() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(ca.Cert)
+	return p
+}
+
+// CertFingerprint is the SHA-256 of a certificate's DER bytes.
+func CertFingerprint(cert *x509.Certificate) []byte {
+	sum := sha256.Sum256(cert.Raw)
+	return sum[:]
+}
+
+// SerialHex is a certificate serial number as colon-free lowercase hex.
+func SerialHex(cert *x509.Certificate) string {
+	return fmt.Sprintf("%x", cert.SerialNumber)
 }

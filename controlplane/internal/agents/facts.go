@@ -1,0 +1,187 @@
+package agents
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"reflect"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/edgeward/edgeward/controlplane/internal/api"
+	agentv1 "github.com/edgeward/edgeward/proto/gen/edgeward/agent/v1"
+)
+
+// Facts is the stored form of an agent's host facts: the JSON shape of the
+// REST HostFacts schema, whichever protocol delivered them.
+type Facts struct {
+	Hostname         string      `json:"hostname,omitempty"`
+	OS               string      `json:"os,omitempty"`
+	Platform         string      `json:"platform,omitempty"`
+	PlatformVersion  string      `json:"platform_version,omitempty"`
+	KernelVersion    string      `json:"kernel_version,omitempty"`
+	Arch             string      `json:"arch,omitempty"`
+	AgentVersion     string      `json:"agent_version,omitempty"`
+	MachineID        string      `json:"machine_id,omitempty"`
+	HardwareID       string      `json:"hardware_id,omitempty"`
+	SerialNumber     string      `json:"serial_number,omitempty"`
+	BootTime         *time.Time  `json:"boot_time,omitempty"`
+	UptimeSeconds    int64       `json:"uptime_seconds,omitempty"`
+	CPUCount         int         `json:"cpu_count,omitempty"`
+	CPUModel         string      `json:"cpu_model,omitempty"`
+	MemoryTotalBytes int64       `json:"memory_total_bytes,omitempty"`
+	Interfaces       []Interface `json:"interfaces,omitempty"`
+	Disks            []Disk      `json:"disks,omitempty"`
+}
+
+// Interface is one of the host's network interfaces.
+type Interface struct {
+	Name      string   `json:"name"`
+	MAC       string   `json:"mac,omitempty"`
+	Addresses []string `json:"addresses,omitempty"`
+}
+
+// Disk is one mounted filesystem.
+type Disk struct {
+	Mountpoint string `json:"mountpoint"`
+	Device     string `json:"device,omitempty"`
+	FSType     string `json:"fstype,omitempty"`
+	TotalBytes int64  `json:"total_bytes,omitempty"`
+	UsedBytes  int64  `json:"used_bytes,omitempty"`
+}
+
+// factsFromProto converts the Connect form.
+func factsFromProto(p *agentv1.HostFacts) *Facts {
+	if p == nil {
+		return nil
+	}
+	f := &Facts{
+		Hostname: p.GetHostname(), OS: p.GetOs(), Platform: p.GetPlatform(), PlatformVersion: p.GetPlatformVersion(),
+		KernelVersion: p.GetKernelVersion(), Arch: p.GetArch(), AgentVersion: p.GetAgentVersion(), MachineID: p.GetMachineId(),
+		HardwareID: p.GetHardwareId(), SerialNumber: p.GetSerialNumber(), CPUCount: int(p.GetCpuCount()), CPUModel: p.GetCpuModel(),
+		MemoryTotalBytes: int64(p.GetMemoryTotalBytes()),
+	}
+	if p.BootTime != nil {
+		t := p.BootTime.AsTime().UTC()
+		f.BootTime = &t
+	}
+	if p.Uptime != nil {
+		f.UptimeSeconds = int64(p.Uptime.AsDuration().Seconds())
+	}
+	for _, i := range p.GetInterfaces() {
+		f.Interfaces = append(f.Interfaces, Interface{Name: i.GetName(), MAC: strings.ToLower(i.GetMac()), Addresses: i.GetAddresses()})
+	}
+	for _, d := range p.GetDisks() {
+		f.Disks = append(f.Disks, Disk{Mountpoint: d.GetMountpoint(), Device: d.GetDevice(), FSType: d.GetFstype(), TotalBytes: int64(d.GetTotalBytes()), UsedBytes: int64(d.GetUsedBytes())})
+	}
+	return f
+}
+
+// factsFromAPI converts the REST form.
+func factsFromAPI(a *api.HostFacts) *Facts {
+	if a == nil {
+		return nil
+	}
+	s := func(p *string) string {
+		if p == nil {
+			return ""
+		}
+		return *p
+	}
+	i64 := func(p *int64) int64 {
+		if p == nil {
+			return 0
+		}
+		return *p
+	}
+	f := &Facts{
+		Hostname: s(a.Hostname), OS: s(a.Os), Platform: s(a.Platform), PlatformVersion: s(a.PlatformVersion),
+		KernelVersion: s(a.KernelVersion), Arch: s(a.Arch), AgentVersion: s(a.AgentVersion), MachineID: s(a.MachineId),
+		HardwareID: s(a.HardwareId), SerialNumber: s(a.SerialNumber), CPUModel: s(a.CpuModel),
+		UptimeSeconds: i64(a.UptimeSeconds), MemoryTotalBytes: i64(a.MemoryTotalBytes),
+	}
+	if a.CpuCount != nil {
+		f.CPUCount = *a.CpuCount
+	}
+	if a.BootTime != nil {
+		t := a.BootTime.UTC()
+		f.BootTime = &t
+	}
+	if a.Interfaces != nil {
+		for _, i := range *a.Interfaces {
+			x := Interface{Name: i.Name, MAC: strings.ToLower(s(i.Mac))}
+			if i.Addresses != nil {
+				x.Addresses = *i.Addresses
+			}
+			f.Interfaces = append(f.Interfaces, x)
+		}
+	}
+	if a.Disks != nil {
+		for _, d := range *a.Disks {
+			f.Disks = append(f.Disks, Disk{Mountpoint: d.Mountpoint, Device: s(d.Device), FSType: s(d.Fstype), TotalBytes: i64(d.TotalBytes), UsedBytes: i64(d.UsedBytes)})
+		}
+	}
+	return f
+}
+
+// stable is the part of the facts whose change is worth a timeline entry:
+// everything but uptime and how full the disks are, with lists in a fixed
+// order.
+func (f *Facts) stable() Facts {
+	c := *f
+	c.UptimeSeconds = 0
+	c.Interfaces = append([]Interface(nil), f.Interfaces...)
+	sort.Slice(c.Interfaces, func(i, j int) bool { return c.Interfaces[i].Name < c.Interfaces[j].Name })
+	for i := range c.Interfaces {
+		a := append([]string(nil), c.Interfaces[i].Addresses...)
+		sort.Strings(a)
+		c.Interfaces[i].Addresses = a
+	}
+	c.Disks = nil
+	for _, d := range f.Disks {
+		d.UsedBytes = 0
+		c.Disks = append(c.Disks, d)
+	}
+	sort.Slice(c.Disks, func(i, j int) bool { return c.Disks[i].Mountpoint < c.Disks[j].Mountpoint })
+	return c
+}
+
+// Hash fingerprints the stable facts.
+func (f *Facts) Hash() []byte {
+	b, _ := json.Marshal(f.stable())
+	sum := sha256.Sum256(b)
+	return sum[:]
+}
+
+// Changed lists the JSON names of the stable fields that differ.
+func (f *Facts) Changed(old *Facts) []string {
+	if old == nil {
+		return nil
+	}
+	a, b := f.stable(), old.stable()
+	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
+	var out []string
+	for i := 0; i < va.NumField(); i++ {
+		if !reflect.DeepEqual(va.Field(i).Interface(), vb.Field(i).Interface()) {
+			name := strings.Split(va.Type().Field(i).Tag.Get("json"), ",")[0]
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// Addresses lists the host's IP addresses (without prefix length) and MACs.
+func (f *Facts) Addresses() (ips, macs []string) {
+	for _, i := range f.Interfaces {
+		if i.MAC != "" {
+			macs = append(macs, i.MAC)
+		}
+		for _, a := range i.Addresses {
+			ip, _, _ := strings.Cut(a, "/")
+			ips = append(ips, ip)
+		}
+	}
+	sort.Strings(ips)
+	sort.Strings(macs)
+	return ips, macs
+}

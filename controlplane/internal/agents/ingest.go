@@ -1,0 +1,421 @@
+package agents
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/edgeward/edgeward/controlplane/internal/assets"
+	"github.com/edgeward/edgeward/controlplane/internal/db"
+)
+
+// Report is one heartbeat report of an agent, whichever protocol carried it.
+type Report struct {
+	Seq    uint64
+	At     time.Time
+	Facts  *Facts
+	Queue  *QueueStats
+	Counts int // observations carried (discovery ingests them)
+}
+
+// QueueStats are the agent's own queue figures.
+type QueueStats struct {
+	Depth, Dropped int64
+}
+
+// Ack is the outcome of a delivered batch of reports.
+type Ack struct {
+	// Seqs are the delivered reports the server has durably accepted,
+	// including ones it had applied before (duplicates).
+	Seqs []uint64
+	// Duplicates counts the delivered reports that were applied before.
+	Duplicates int
+	Interval   time.Duration
+}
+
+// Ingester applies heartbeats. Calls arriving together are grouped and each
+// tenant's group is written in one transaction with multi-row statements,
+// so the database cost per heartbeat falls as load rises, and no call waits
+// for a timer: a lone heartbeat is written at once.
+type Ingester struct {
+	cfg     *Config
+	log     *slog.Logger
+	jobs    chan *job
+	workers int
+}
+
+type job struct {
+	id      Identity
+	reports []Report
+	done    chan jobResult
+}
+
+type jobResult struct {
+	ack Ack
+	err error
+}
+
+const maxBatchJobs = 256
+
+// NewIngester returns an ingester; Run must be running for Submit to return.
+func NewIngester(cfg *Config, log *slog.Logger) *Ingester {
+	cfg.defaults()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Ingester{cfg: cfg, log: log, jobs: make(chan *job, 4*maxBatchJobs), workers: 4}
+}
+
+// Run processes heartbeats until ctx ends.
+func (in *Ingester) Run(ctx context.Context) {
+	done := make(chan struct{})
+	for w := 0; w < in.workers; w++ {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			in.work(ctx)
+		}()
+	}
+	for w := 0; w < in.workers; w++ {
+		<-done
+	}
+}
+
+func (in *Ingester) work(ctx context.Context) {
+	for {
+		var batch []*job
+		select {
+		case <-ctx.Done():
+			return
+		case j := <-in.jobs:
+			batch = append(batch, j)
+		}
+	drain:
+		for len(batch) < maxBatchJobs {
+			select {
+			case j := <-in.jobs:
+				batch = append(batch, j)
+			default:
+				break drain
+			}
+		}
+		in.apply(ctx, batch)
+	}
+}
+
+// Submit delivers one agent's reports and waits until they are durably
+// applied (or found to be duplicates).
+func (in *Ingester) Submit(ctx context.Context, id Identity, reports []Report) (Ack, error) {
+	j := &job{id: id, reports: reports, done: make(chan jobResult, 1)}
+	select {
+	case in.jobs <- j:
+	case <-ctx.Done():
+		return Ack{}, ctx.Err()
+	}
+	select {
+	case r := <-j.done:
+		return r.ack, r.err
+	case <-ctx.Done():
+		return Ack{}, ctx.Err()
+	}
+}
+
+func (in *Ingester) apply(ctx context.Context, batch []*job) {
+	byTenant := map[uuid.UUID][]*job{}
+	for _, j := range batch {
+		byTenant[j.id.TenantID] = append(byTenant[j.id.TenantID], j)
+	}
+	for tenant, jobs := range byTenant {
+		results, err := in.applyTenant(ctx, tenant, jobs)
+		for i, j := range jobs {
+			if err != nil {
+				j.done <- jobResult{err: err}
+				continue
+			}
+			j.done <- results[i]
+		}
+		if err != nil {
+			in.log.Error("heartbeat ingest failed", "tenant_id", tenant, "heartbeats", len(jobs), "error", err.Error())
+		}
+	}
+}
+
+// agentWork is everything a batch delivers for one agent.
+type agentWork struct {
+	id       uuid.UUID
+	hostname string
+	reports  []Report // sorted by seq, distinct
+}
+
+type agentRow struct {
+	lastSeq   int64
+	factsHash []byte
+	assetID   uuid.UUID
+	revoked   bool
+	neverSeen bool
+	interval  int
+}
+
+func (in *Ingester) applyTenant(ctx context.Context, tenant uuid.UUID, jobs []*job) ([]jobResult, error) {
+	work := map[uuid.UUID]*agentWork{}
+	for _, j := range jobs {
+		w := work[j.id.AgentID]
+		if w == nil {
+			w = &agentWork{id: j.id.AgentID, hostname: j.id.Hostname}
+			work[j.id.AgentID] = w
+		}
+		w.reports = append(w.reports, j.reports...)
+	}
+	ids := make([]uuid.UUID, 0, len(work))
+	for id, w := range work {
+		ids = append(ids, id)
+		sort.Slice(w.reports, func(a, b int) bool { return w.reports[a].Seq < w.reports[b].Seq })
+		distinct := w.reports[:0]
+		for i, r := range w.reports {
+			if i == 0 || r.Seq != w.reports[i-1].Seq {
+				distinct = append(distinct, r)
+			}
+		}
+		w.reports = distinct
+	}
+	// Lock rows in one order, so concurrent batches never deadlock.
+	sort.Slice(ids, func(a, b int) bool { return ids[a].String() < ids[b].String() })
+
+	now := in.cfg.now()
+	rows := map[uuid.UUID]agentRow{}
+	newLast := map[uuid.UUID]int64{}
+	err := db.InTenant(ctx, in.cfg.Pool, tenant, func(tx pgx.Tx) error {
+		r, err := tx.Query(ctx, `
+			SELECT id, last_seq, facts_hash, asset_id, revoked_at IS NOT NULL, last_seen_at IS NULL, heartbeat_interval_seconds
+			  FROM agents WHERE id = ANY($1) ORDER BY id FOR UPDATE`, ids)
+		if err != nil {
+			return err
+		}
+		for r.Next() {
+			var id uuid.UUID
+			var row agentRow
+			if err := r.Scan(&id, &row.lastSeq, &row.factsHash, &row.assetID, &row.revoked, &row.neverSeen, &row.interval); err != nil {
+				r.Close()
+				return err
+			}
+			rows[id] = row
+		}
+		r.Close()
+		if err := r.Err(); err != nil {
+			return err
+		}
+
+		u := newAgentUpdate(len(ids))
+		var sightings []assets.Sighting
+		var timeline []assets.TimelineEntry
+		var changedAgents []uuid.UUID
+		type change struct {
+			agent  uuid.UUID
+			asset  uuid.UUID
+			at     time.Time
+			seq    uint64
+			facts  *Facts
+			isBase bool
+		}
+		var changes []change
+		for _, id := range ids {
+			row, ok := rows[id]
+			if !ok || row.revoked {
+				continue
+			}
+			w := work[id]
+			last := row.lastSeq
+			hash := row.factsHash
+			var latest *Facts
+			var queue *QueueStats
+			for _, rep := range w.reports {
+				if int64(rep.Seq) <= row.lastSeq {
+					continue
+				}
+				last = int64(rep.Seq)
+				if rep.Queue != nil {
+					queue = rep.Queue
+				}
+				if rep.Facts != nil {
+					h := rep.Facts.Hash()
+					if string(h) != string(hash) {
+						if len(changes) == 0 || changes[len(changes)-1].agent != id {
+							changes = append(changes, change{agent: id, isBase: true})
+							changedAgents = append(changedAgents, id)
+						}
+						changes = append(changes, change{agent: id, asset: row.assetID, at: rep.At, seq: rep.Seq, facts: rep.Facts})
+						hash = h
+					}
+					latest = rep.Facts
+				}
+			}
+			newLast[id] = last
+			if row.neverSeen && last > row.lastSeq {
+				timeline = append(timeline, assets.TimelineEntry{AssetID: row.assetID, At: now, Kind: assets.KindFirstSeen,
+					Summary: "first heartbeat from agent " + w.hostname, Details: map[string]any{"agent_id": id.String()}})
+			}
+			s := assets.Sighting{AssetID: row.assetID, LastSeen: now}
+			factsChanged := latest != nil && string(latest.Hash()) != string(row.factsHash)
+			if factsChanged {
+				ips, macs := latest.Addresses()
+				s.Host = &assets.Host{Name: latest.Hostname, OS: latest.OS, Platform: latest.Platform, Addresses: ips, MACs: macs}
+			}
+			sightings = append(sightings, s)
+			u.add(id, last, queue, latest, hash, factsChanged)
+		}
+
+		// Timeline entries name what changed, against the stored facts.
+		if len(changedAgents) > 0 {
+			old, err := storedFacts(ctx, tx, changedAgents)
+			if err != nil {
+				return err
+			}
+			var prev *Facts
+			for _, c := range changes {
+				if c.isBase {
+					prev = old[c.agent]
+					continue
+				}
+				fields := c.facts.Changed(prev)
+				if prev != nil && len(fields) > 0 {
+					timeline = append(timeline, assets.TimelineEntry{AssetID: c.asset, At: c.at, Kind: assets.KindFactsChanged,
+						Summary: "changed: " + strings.Join(fields, ", "), Details: map[string]any{"agent_id": c.agent.String(), "seq": c.seq, "changed": fields}})
+				}
+				prev = c.facts
+			}
+		}
+		if err := u.exec(ctx, tx); err != nil {
+			return err
+		}
+		if err := in.cfg.Assets.Seen(ctx, tx, sightings); err != nil {
+			return err
+		}
+		return in.cfg.Assets.Record(ctx, tx, tenant, timeline)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ingest heartbeats: %w", err)
+	}
+
+	results := make([]jobResult, len(jobs))
+	for i, j := range jobs {
+		row, ok := rows[j.id.AgentID]
+		switch {
+		case !ok:
+			results[i].err = idErr(CodeCertInvalid, "agent %s is not known", j.id.AgentID)
+			continue
+		case row.revoked:
+			results[i].err = idErr(CodeAgentRevoked, "agent %s was revoked; enrolling this machine again needs a new enrollment token", j.id.AgentID)
+			continue
+		}
+		last := newLast[j.id.AgentID]
+		ack := Ack{Interval: time.Duration(row.interval) * time.Second}
+		for _, rep := range j.reports {
+			if int64(rep.Seq) <= last {
+				ack.Seqs = append(ack.Seqs, rep.Seq)
+				if int64(rep.Seq) <= row.lastSeq {
+					ack.Duplicates++
+				}
+			}
+		}
+		results[i].ack = ack
+	}
+	return results, nil
+}
+
+func storedFacts(ctx context.Context, tx pgx.Tx, ids []uuid.UUID) (map[uuid.UUID]*Facts, error) {
+	rows, err := tx.Query(ctx, `SELECT id, facts FROM agents WHERE id = ANY($1)`, ids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[uuid.UUID]*Facts{}
+	for rows.Next() {
+		var id uuid.UUID
+		var raw []byte
+		if err := rows.Scan(&id, &raw); err != nil {
+			return nil, err
+		}
+		var f Facts
+		if json.Unmarshal(raw, &f) == nil && f.MachineID != "" {
+			out[id] = &f
+		}
+	}
+	return out, rows.Err()
+}
+
+// agentUpdate is one multi-row UPDATE of agents.
+type agentUpdate struct {
+	ids                                                  []uuid.UUID
+	lastSeq, depth, dropped                              []int64
+	hasQueue, changed                                    []bool
+	facts                                                []string
+	hashes                                               [][]byte
+	hostname, os, platform, platformVersion, kernel, arch []string
+	agentVersion                                         []string
+}
+
+func newAgentUpdate(n int) *agentUpdate {
+	return &agentUpdate{ids: make([]uuid.UUID, 0, n)}
+}
+
+func (u *agentUpdate) add(id uuid.UUID, last int64, q *QueueStats, f *Facts, hash []byte, changed bool) {
+	u.ids = append(u.ids, id)
+	u.lastSeq = append(u.lastSeq, last)
+	var depth, dropped int64
+	if q != nil {
+		depth, dropped = q.Depth, q.Dropped
+	}
+	u.depth, u.dropped, u.hasQueue = append(u.depth, depth), append(u.dropped, dropped), append(u.hasQueue, q != nil)
+	u.changed = append(u.changed, changed)
+	doc := "{}"
+	var fc Facts
+	if changed {
+		b, _ := json.Marshal(f)
+		doc, fc = string(b), *f
+	}
+	u.facts, u.hashes = append(u.facts, doc), append(u.hashes, hash)
+	u.hostname, u.os, u.platform = append(u.hostname, fc.Hostname), append(u.os, fc.OS), append(u.platform, fc.Platform)
+	u.platformVersion, u.kernel, u.arch = append(u.platformVersion, fc.PlatformVersion), append(u.kernel, fc.KernelVersion), append(u.arch, fc.Arch)
+	u.agentVersion = append(u.agentVersion, fc.AgentVersion)
+}
+
+func (u *agentUpdate) exec(ctx context.Context, tx pgx.Tx) error {
+	if len(u.ids) == 0 {
+		return nil
+	}
+	_, err := tx.Exec(ctx, `
+		UPDATE agents a SET
+		       last_seq = v.last_seq,
+		       last_seen_at = now(),
+		       queue_depth = CASE WHEN v.has_queue THEN v.depth ELSE a.queue_depth END,
+		       queue_dropped = CASE WHEN v.has_queue THEN v.dropped ELSE a.queue_dropped END,
+		       facts = CASE WHEN v.changed THEN v.facts ELSE a.facts END,
+		       facts_hash = CASE WHEN v.changed THEN v.hash ELSE a.facts_hash END,
+		       hostname = CASE WHEN v.changed AND v.hostname <> '' THEN v.hostname ELSE a.hostname END,
+		       os = CASE WHEN v.changed THEN v.os ELSE a.os END,
+		       platform = CASE WHEN v.changed THEN v.platform ELSE a.platform END,
+		       platform_version = CASE WHEN v.changed THEN v.platform_version ELSE a.platform_version END,
+		       kernel_version = CASE WHEN v.changed THEN v.kernel ELSE a.kernel_version END,
+		       arch = CASE WHEN v.changed THEN v.arch ELSE a.arch END,
+		       agent_version = CASE WHEN v.changed THEN v.agent_version ELSE a.agent_version END
+		  FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bool[], $6::bool[], $7::jsonb[], $8::bytea[],
+		              $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[])
+		       AS v(id, last_seq, depth, dropped, has_queue, changed, facts, hash, hostname, os, platform, platform_version, kernel, arch, agent_version)
+		 WHERE a.id = v.id`,
+		u.ids, u.lastSeq, u.depth, u.dropped, u.hasQueue, u.changed, u.facts, u.hashes,
+		u.hostname, u.os, u.platform, u.platformVersion, u.kernel, u.arch, u.agentVersion)
+	if err != nil {
+		return fmt.Errorf("update agents: %w", err)
+	}
+	return nil
+}
+
+// ErrIngestStopped means the server is shutting down.
+var ErrIngestStopped = errors.New("the control plane is shutting down")

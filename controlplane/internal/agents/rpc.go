@@ -1,0 +1,164 @@
+package agents
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"log/slog"
+	"net/http"
+
+	"connectrpc.com/connect"
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/edgeward/edgeward/controlplane/internal/audit"
+	"github.com/edgeward/edgeward/controlplane/internal/db"
+	"github.com/edgeward/edgeward/controlplane/internal/pki"
+	agentv1 "github.com/edgeward/edgeward/proto/gen/edgeward/agent/v1"
+	"github.com/edgeward/edgeward/proto/gen/edgeward/agent/v1/agentv1connect"
+)
+
+// Service is the agents room: its Connect services, its REST operations and
+// the background work (identity notifications, heartbeat ingest) they need.
+type Service struct {
+	cfg      *Config
+	log      *slog.Logger
+	verifier *Verifier
+	ingester *Ingester
+}
+
+// New returns the agents room.
+func New(cfg Config, log *slog.Logger) *Service {
+	cfg.defaults()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c := &cfg
+	return &Service{cfg: c, log: log, verifier: NewVerifier(c, log), ingester: NewIngester(c, log)}
+}
+
+// Run runs the background work until ctx ends.
+func (s *Service) Run(ctx context.Context) {
+	done := make(chan struct{})
+	go func() { s.verifier.Run(ctx); close(done) }()
+	s.ingester.Run(ctx)
+	<-done
+}
+
+// Verifier returns the identity verifier (for the REST gate).
+func (s *Service) Verifier() *Verifier { return s.verifier }
+
+type tlsKey struct{}
+
+// Handlers returns the Connect handlers of the agent protocol, by path
+// prefix. They serve Connect, gRPC and gRPC-Web.
+func (s *Service) Handlers(opts ...connect.HandlerOption) map[string]http.Handler {
+	withTLS := func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), tlsKey{}, r.TLS)))
+		})
+	}
+	enrollPath, enroll := agentv1connect.NewEnrollmentServiceHandler(s, opts...)
+	agentPath, agent := agentv1connect.NewAgentServiceHandler(s, opts...)
+	return map[string]http.Handler{enrollPath: enroll, agentPath: withTLS(agent)}
+}
+
+// authenticate checks the calling agent's client certificate.
+func (s *Service) authenticate(ctx context.Context) (context.Context, Identity, error) {
+	state, _ := ctx.Value(tlsKey{}).(*tls.ConnectionState)
+	id, err := s.verifier.VerifyTLS(ctx, state)
+	if err != nil {
+		return ctx, id, s.rpcError(err)
+	}
+	return WithIdentity(ctx, id), id, nil
+}
+
+// Heartbeat implements AgentService.Heartbeat.
+func (s *Service) Heartbeat(ctx context.Context, req *connect.Request[agentv1.HeartbeatRequest]) (*connect.Response[agentv1.HeartbeatResponse], error) {
+	ctx, id, err := s.authenticate(ctx)
+	if err != nil {
+		return nil, err
+	}
+	msgs := req.Msg.GetReports()
+	if len(msgs) > 1000 {
+		return nil, refuse(connect.CodeInvalidArgument, "at most 1000 reports per heartbeat, got %d", len(msgs))
+	}
+	reports := make([]Report, 0, len(msgs))
+	for _, m := range msgs {
+		if m.GetSeq() == 0 {
+			return nil, refuse(connect.CodeInvalidArgument, "report sequence numbers start at 1")
+		}
+		r := Report{Seq: m.GetSeq(), At: m.GetCreatedAt().AsTime(), Facts: factsFromProto(m.GetFacts()), Counts: len(m.GetObservations())}
+		if m.CreatedAt == nil {
+			r.At = s.cfg.now()
+		}
+		if q := m.GetQueue(); q != nil {
+			r.Queue = &QueueStats{Depth: int64(q.GetDepth()), Dropped: int64(q.GetDropped())}
+		}
+		reports = append(reports, r)
+	}
+	ack, err := s.ingester.Submit(ctx, id, reports)
+	if err != nil {
+		return nil, s.rpcError(err)
+	}
+	return connect.NewResponse(&agentv1.HeartbeatResponse{AckedSeqs: ack.Seqs, NextInterval: durationpb.New(ack.Interval)}), nil
+}
+
+// RotateCertificate implements AgentService.RotateCertificate: a new
+// certificate for a new key. The calling certificate stays valid (as
+// `previous`) until the new one is first used, and any certificate issued
+// by an earlier, unfinished rotation is retired.
+func (s *Service) RotateCertificate(ctx context.Context, req *connect.Request[agentv1.RotateCertificateRequest]) (*connect.Response[agentv1.RotateCertificateResponse], error) {
+	ctx, id, err := s.authenticate(ctx)
+	if err != nil {
+		return nil, err
+	}
+	csr, err := pki.ParseAgentCSR(req.Msg.GetCsrDer())
+	if err != nil {
+		return nil, refuse(connect.CodeInvalidArgument, "%v", err)
+	}
+	newKey, err1 := x509.MarshalPKIXPublicKey(csr.PublicKey)
+	oldKey, err2 := x509.MarshalPKIXPublicKey(id.Cert.PublicKey)
+	if err1 != nil || err2 != nil || bytes.Equal(newKey, oldKey) {
+		return nil, refuse(connect.CodeInvalidArgument, "a rotation needs a new key")
+	}
+	cert, err := s.cfg.CA.IssueAgent(csr, id.TenantID.String(), id.AgentID.String(), s.cfg.CertLifetime)
+	if err != nil {
+		return nil, s.rpcError(err)
+	}
+	fp := sha256.Sum256(cert.Raw)
+	err = db.InTenant(ctx, s.cfg.Pool, id.TenantID, func(tx pgx.Tx) error {
+		var revoked bool
+		if err := tx.QueryRow(ctx, `SELECT revoked_at IS NOT NULL FROM agents WHERE id = $1 FOR UPDATE`, id.AgentID).Scan(&revoked); err != nil {
+			return err
+		}
+		if revoked {
+			return idErr(CodeAgentRevoked, "agent %s was revoked", id.AgentID)
+		}
+		if _, err := tx.Exec(ctx, `
+			UPDATE agent_certificates SET state = CASE WHEN fingerprint = $2 THEN 'previous' ELSE 'retired' END
+			 WHERE agent_id = $1 AND state <> 'retired'`, id.AgentID, id.Fingerprint[:]); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `
+			INSERT INTO agent_certificates (tenant_id, fingerprint, agent_id, serial, not_before, not_after, state)
+			VALUES ($1, $2, $3, $4, $5, $6, 'current')`,
+			id.TenantID, fp[:], id.AgentID, pki.SerialHex(cert), cert.NotBefore, cert.NotAfter); err != nil {
+			return err
+		}
+		if err := notifyIdentityChanged(ctx, tx, id.AgentID); err != nil {
+			return err
+		}
+		return audit.Record(ctx, tx, id.TenantID, audit.Entry{Action: "agent.certificate_rotated", TargetType: "agent", TargetID: id.AgentID.String(),
+			Details: map[string]any{"previous_serial": pki.SerialHex(id.Cert), "serial": pki.SerialHex(cert), "not_after": cert.NotAfter.UTC().Format("2006-01-02T15:04:05Z")}})
+	})
+	if err != nil {
+		return nil, s.rpcError(err)
+	}
+	s.verifier.Forget(id.AgentID)
+	return connect.NewResponse(&agentv1.RotateCertificateResponse{
+		CertificateDer: cert.Raw, CaCertificatesDer: [][]byte{s.cfg.CA.Cert.Raw}, HeartbeatInterval: durationpb.New(id.Interval),
+	}), nil
+}
