@@ -352,13 +352,13 @@ func storedFacts(ctx context.Context, tx pgx.Tx, ids []uuid.UUID) (map[uuid.UUID
 
 // agentUpdate is one multi-row UPDATE of agents.
 type agentUpdate struct {
-	ids                                                  []uuid.UUID
-	lastSeq, depth, dropped                              []int64
-	hasQueue, changed                                    []bool
-	facts                                                []string
-	hashes                                               [][]byte
+	ids                                                   []uuid.UUID
+	lastSeq, depth, dropped                               []int64
+	hasQueue, changed                                     []bool
+	facts                                                 []string
+	hashes                                                [][]byte
 	hostname, os, platform, platformVersion, kernel, arch []string
-	agentVersion                                         []string
+	agentVersion                                          []string
 }
 
 func newAgentUpdate(n int) *agentUpdate {
