@@ -109,7 +109,7 @@ func (s *Service) Enroll(ctx context.Context, req *connect.Request[agentv1.Enrol
 			_, err = tx.Exec(ctx, `
 				UPDATE agents SET hostname = $2, os = $3, platform = $4, platform_version = $5, kernel_version = $6, arch = $7,
 				       agent_version = $8, facts = $9, facts_hash = $10, labels = $11, site_id = $12, enrollment_token_id = $13,
-				       asset_id = $14, enrolled_at = $15, heartbeat_interval_seconds = $16, last_seq = 0
+				       asset_id = $14, enrolled_at = $15, heartbeat_interval_seconds = $16, last_seq = 0, reports_applied = 0
 				 WHERE id = $1`,
 				agentID, facts.Hostname, facts.OS, facts.Platform, facts.PlatformVersion, facts.KernelVersion, facts.Arch,
 				facts.AgentVersion, facts, facts.Hash(), t.Labels, t.SiteID, t.ID, assetID, now, interval)

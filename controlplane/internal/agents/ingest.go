@@ -232,6 +232,7 @@ func (in *Ingester) applyTenant(ctx context.Context, tenant uuid.UUID, jobs []*j
 			}
 			w := work[id]
 			last := row.lastSeq
+			applied := int64(0)
 			hash := row.factsHash
 			var latest *Facts
 			var queue *QueueStats
@@ -240,6 +241,7 @@ func (in *Ingester) applyTenant(ctx context.Context, tenant uuid.UUID, jobs []*j
 					continue
 				}
 				last = int64(rep.Seq)
+				applied++
 				if rep.Queue != nil {
 					queue = rep.Queue
 				}
@@ -268,7 +270,7 @@ func (in *Ingester) applyTenant(ctx context.Context, tenant uuid.UUID, jobs []*j
 				s.Host = &assets.Host{Name: latest.Hostname, OS: latest.OS, Platform: latest.Platform, Addresses: ips, MACs: macs}
 			}
 			sightings = append(sightings, s)
-			u.add(id, last, queue, latest, hash, factsChanged)
+			u.add(id, last, applied, queue, latest, hash, factsChanged)
 		}
 
 		// Timeline entries name what changed, against the stored facts.
@@ -353,7 +355,7 @@ func storedFacts(ctx context.Context, tx pgx.Tx, ids []uuid.UUID) (map[uuid.UUID
 // agentUpdate is one multi-row UPDATE of agents.
 type agentUpdate struct {
 	ids                                                   []uuid.UUID
-	lastSeq, depth, dropped                               []int64
+	lastSeq, applied, depth, dropped                      []int64
 	hasQueue, changed                                     []bool
 	facts                                                 []string
 	hashes                                                [][]byte
@@ -365,9 +367,10 @@ func newAgentUpdate(n int) *agentUpdate {
 	return &agentUpdate{ids: make([]uuid.UUID, 0, n)}
 }
 
-func (u *agentUpdate) add(id uuid.UUID, last int64, q *QueueStats, f *Facts, hash []byte, changed bool) {
+func (u *agentUpdate) add(id uuid.UUID, last, applied int64, q *QueueStats, f *Facts, hash []byte, changed bool) {
 	u.ids = append(u.ids, id)
 	u.lastSeq = append(u.lastSeq, last)
+	u.applied = append(u.applied, applied)
 	var depth, dropped int64
 	if q != nil {
 		depth, dropped = q.Depth, q.Dropped
@@ -393,6 +396,7 @@ func (u *agentUpdate) exec(ctx context.Context, tx pgx.Tx) error {
 	_, err := tx.Exec(ctx, `
 		UPDATE agents a SET
 		       last_seq = v.last_seq,
+		       reports_applied = a.reports_applied + v.applied,
 		       last_seen_at = now(),
 		       queue_depth = CASE WHEN v.has_queue THEN v.depth ELSE a.queue_depth END,
 		       queue_dropped = CASE WHEN v.has_queue THEN v.dropped ELSE a.queue_dropped END,
@@ -406,11 +410,11 @@ func (u *agentUpdate) exec(ctx context.Context, tx pgx.Tx) error {
 		       arch = CASE WHEN v.changed THEN v.arch ELSE a.arch END,
 		       agent_version = CASE WHEN v.changed THEN v.agent_version ELSE a.agent_version END
 		  FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bool[], $6::bool[], $7::jsonb[], $8::bytea[],
-		              $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[])
-		       AS v(id, last_seq, depth, dropped, has_queue, changed, facts, hash, hostname, os, platform, platform_version, kernel, arch, agent_version)
+		              $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::bigint[])
+		       AS v(id, last_seq, depth, dropped, has_queue, changed, facts, hash, hostname, os, platform, platform_version, kernel, arch, agent_version, applied)
 		 WHERE a.id = v.id`,
 		u.ids, u.lastSeq, u.depth, u.dropped, u.hasQueue, u.changed, u.facts, u.hashes,
-		u.hostname, u.os, u.platform, u.platformVersion, u.kernel, u.arch, u.agentVersion)
+		u.hostname, u.os, u.platform, u.platformVersion, u.kernel, u.arch, u.agentVersion, u.applied)
 	if err != nil {
 		return fmt.Errorf("update agents: %w", err)
 	}

@@ -205,18 +205,24 @@ type Agent struct {
 	KernelVersion            string             `json:"kernel_version"`
 
 	// Labels Key/value labels. Keys are 1–63 characters of `a-z0-9._/-`; values at most 255 characters.
-	Labels          Labels     `json:"labels"`
-	LastSeenAt      *time.Time `json:"last_seen_at"`
-	MachineId       string     `json:"machine_id"`
-	Os              string     `json:"os"`
-	Platform        string     `json:"platform"`
-	PlatformVersion string     `json:"platform_version"`
+	Labels     Labels     `json:"labels"`
+	LastSeenAt *time.Time `json:"last_seen_at"`
+
+	// LastSeq The highest report sequence number applied since the last enrollment.
+	LastSeq         int64  `json:"last_seq"`
+	MachineId       string `json:"machine_id"`
+	Os              string `json:"os"`
+	Platform        string `json:"platform"`
+	PlatformVersion string `json:"platform_version"`
 
 	// Queue The agent's own figures about its durable queue, as of its last heartbeat.
-	Queue     AgentQueue          `json:"queue"`
-	RevokedAt *time.Time          `json:"revoked_at"`
-	SiteId    *openapi_types.UUID `json:"site_id"`
-	Status    AgentStatus         `json:"status"`
+	Queue AgentQueue `json:"queue"`
+
+	// ReportsApplied Reports applied since the last enrollment. Agents number reports contiguously, so `reports_applied` equal to `last_seq` means every report arrived exactly once (unless the agent's queue reported drops).
+	ReportsApplied int64               `json:"reports_applied"`
+	RevokedAt      *time.Time          `json:"revoked_at"`
+	SiteId         *openapi_types.UUID `json:"site_id"`
+	Status         AgentStatus         `json:"status"`
 }
 
 // AgentCertificate defines model for AgentCertificate.

@@ -118,6 +118,10 @@ CREATE TABLE agents (
     queue_depth                bigint NOT NULL DEFAULT 0,
     queue_dropped              bigint NOT NULL DEFAULT 0,
     last_seq                   bigint NOT NULL DEFAULT 0,
+    -- Reports applied since the last (re)enrollment. With the agent's
+    -- contiguous sequence numbers, reports_applied = last_seq means every
+    -- report arrived exactly once and in order.
+    reports_applied            bigint NOT NULL DEFAULT 0,
     revoked_at                 timestamptz,
     revoked_by                 uuid,
     PRIMARY KEY (tenant_id, id),

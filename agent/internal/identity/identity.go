@@ -1,0 +1,336 @@
+// Package identity keeps the agent's identity in its state directory: the
+// private key (generated here, never sent anywhere), the client certificate
+// the control plane issued for it, the control plane's CA, and the agent's
+// configuration.
+//
+// Files are written to a temporary name, synced and renamed, so a crash
+// never leaves half a file. A certificate rotation writes the new key and
+// certificate beside the old ones (agent.key.next, agent.crt.next) and
+// promotes them only after the new certificate has worked once; Load picks
+// the newest key/certificate pair that belongs together, so a crash at any
+// step of a rotation leaves the agent able to connect.
+package identity
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// File names in the state directory.
+const (
+	KeyFile     = "agent.key"
+	CertFile    = "agent.crt"
+	CAFile      = "ca.crt"
+	ConfigFile  = "config.json"
+	nextSuffix  = ".next"
+	tempSuffix  = ".tmp"
+	privateMode = 0o600
+)
+
+// ErrNotEnrolled means the state directory holds no identity.
+var ErrNotEnrolled = errors.New("this agent is not enrolled: run edgeward-agent enroll --server URL --token TOKEN")
+
+// Config is what the agent remembers about its enrollment.
+type Config struct {
+	Server                   string    `json:"server"`
+	AgentID                  string    `json:"agent_id"`
+	TenantID                 string    `json:"tenant_id"`
+	HeartbeatIntervalSeconds int       `json:"heartbeat_interval_seconds"`
+	EnrolledAt               time.Time `json:"enrolled_at"`
+}
+
+// Identity is a loaded identity.
+type Identity struct {
+	Dir    string
+	Config Config
+	Key    *ecdsa.PrivateKey
+	Cert   *x509.Certificate
+	CA     *x509.Certificate
+}
+
+// TLSCertificate is the client certificate for mutual TLS.
+func (id *Identity) TLSCertificate() tls.Certificate {
+	return tls.Certificate{Certificate: [][]byte{id.Cert.Raw}, PrivateKey: id.Key, Leaf: id.Cert}
+}
+
+// CAPool is a pool holding the control plane's CA.
+func (id *Identity) CAPool() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(id.CA)
+	return p
+}
+
+// NewKey generates an ECDSA P-256 private key.
+func NewKey() (*ecdsa.PrivateKey, error) {
+	return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+}
+
+// CSR is a DER certificate request for key. The subject is informative: the
+// control plane decides the identity.
+func CSR(key *ecdsa.PrivateKey, hostname string) ([]byte, error) {
+	return x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: hostname}}, key)
+}
+
+// Fingerprint is the hex SHA-256 of a certificate.
+func Fingerprint(cert *x509.Certificate) string {
+	sum := sha256.Sum256(cert.Raw)
+	return hex.EncodeToString(sum[:])
+}
+
+// Exists reports whether dir holds an identity (complete or not).
+func Exists(dir string) bool {
+	for _, f := range []string{KeyFile, CertFile, ConfigFile} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// SaveKey writes a new private key as agent.key, before it is used in a CSR,
+// so the key of any certificate the server issues is already on disk.
+func SaveKey(dir string, key *ecdsa.PrivateKey) error {
+	return writeKey(filepath.Join(dir, KeyFile), key)
+}
+
+// SaveEnrollment records what Enroll returned.
+func SaveEnrollment(dir string, cfg Config, certDER, caDER []byte) error {
+	if _, err := x509.ParseCertificate(certDER); err != nil {
+		return fmt.Errorf("the control plane returned an unreadable certificate: %w", err)
+	}
+	if _, err := x509.ParseCertificate(caDER); err != nil {
+		return fmt.Errorf("the control plane returned an unreadable CA certificate: %w", err)
+	}
+	if err := writeFile(filepath.Join(dir, CAFile), pemBytes("CERTIFICATE", caDER), 0o644); err != nil {
+		return err
+	}
+	if err := writeFile(filepath.Join(dir, CertFile), pemBytes("CERTIFICATE", certDER), 0o644); err != nil {
+		return err
+	}
+	return SaveConfig(dir, cfg)
+}
+
+// SaveConfig writes config.json.
+func SaveConfig(dir string, cfg Config) error {
+	b, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFile(filepath.Join(dir, ConfigFile), append(b, '\n'), privateMode)
+}
+
+// LoadConfig reads config.json.
+func LoadConfig(dir string) (Config, error) {
+	var cfg Config
+	b, err := os.ReadFile(filepath.Join(dir, ConfigFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return cfg, ErrNotEnrolled
+	}
+	if err != nil {
+		return cfg, err
+	}
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return cfg, fmt.Errorf("read %s: %w", ConfigFile, err)
+	}
+	return cfg, nil
+}
+
+// Load reads the identity. Of the key and certificate files present
+// (agent.key, agent.crt and their .next forms from a rotation), it takes the
+// newest certificate whose public key matches a key; if that pair was a
+// rotation's .next files, it finishes promoting them.
+func Load(dir string) (*Identity, error) {
+	cfg, err := LoadConfig(dir)
+	if err != nil {
+		return nil, err
+	}
+	ca, err := readCert(filepath.Join(dir, CAFile))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", CAFile, err)
+	}
+	type candidate struct {
+		keyPath, certPath string
+		key               *ecdsa.PrivateKey
+		cert              *x509.Certificate
+	}
+	var best *candidate
+	for _, kp := range []string{KeyFile, KeyFile + nextSuffix} {
+		key, err := readKey(filepath.Join(dir, kp))
+		if err != nil {
+			continue
+		}
+		for _, cp := range []string{CertFile, CertFile + nextSuffix} {
+			cert, err := readCert(filepath.Join(dir, cp))
+			if err != nil || !sameKey(cert, key) {
+				continue
+			}
+			if best == nil || cert.NotBefore.After(best.cert.NotBefore) {
+				best = &candidate{keyPath: kp, certPath: cp, key: key, cert: cert}
+			}
+		}
+	}
+	if best == nil {
+		return nil, fmt.Errorf("%s and %s do not match (no certificate belongs to a stored key); enroll again with a new token", KeyFile, CertFile)
+	}
+	if best.certPath != CertFile || best.keyPath != KeyFile {
+		// A rotation got as far as the new certificate: finish it. The
+		// certificate goes first; until the key follows, Load still finds
+		// the pair (agent.key.next with agent.crt).
+		if best.certPath != CertFile {
+			if err := os.Rename(filepath.Join(dir, best.certPath), filepath.Join(dir, CertFile)); err != nil {
+				return nil, err
+			}
+		}
+		if best.keyPath != KeyFile {
+			if err := os.Rename(filepath.Join(dir, best.keyPath), filepath.Join(dir, KeyFile)); err != nil {
+				return nil, err
+			}
+		}
+		if err := syncDir(dir); err != nil {
+			return nil, err
+		}
+	}
+	// Leftovers of a rotation that never got a certificate are useless.
+	_ = os.Remove(filepath.Join(dir, KeyFile+nextSuffix))
+	_ = os.Remove(filepath.Join(dir, CertFile+nextSuffix))
+	return &Identity{Dir: dir, Config: cfg, Key: best.key, Cert: best.cert, CA: ca}, nil
+}
+
+// Rotation is a certificate rotation in progress.
+type Rotation struct {
+	dir string
+	Key *ecdsa.PrivateKey
+}
+
+// BeginRotation makes and stores the next key (agent.key.next).
+func BeginRotation(dir string) (*Rotation, error) {
+	key, err := NewKey()
+	if err != nil {
+		return nil, err
+	}
+	if err := writeKey(filepath.Join(dir, KeyFile+nextSuffix), key); err != nil {
+		return nil, err
+	}
+	return &Rotation{dir: dir, Key: key}, nil
+}
+
+// SaveCertificate stores the certificate issued for the next key
+// (agent.crt.next) and returns the identity that uses it.
+func (r *Rotation) SaveCertificate(current *Identity, certDER []byte) (*Identity, error) {
+	cert, err := x509.ParseCertificate(certDER)
+	if err != nil {
+		return nil, fmt.Errorf("the control plane returned an unreadable certificate: %w", err)
+	}
+	if !sameKey(cert, r.Key) {
+		return nil, errors.New("the control plane returned a certificate for another key")
+	}
+	if err := writeFile(filepath.Join(r.dir, CertFile+nextSuffix), pemBytes("CERTIFICATE", certDER), 0o644); err != nil {
+		return nil, err
+	}
+	next := *current
+	next.Key, next.Cert = r.Key, cert
+	return &next, nil
+}
+
+// Finish promotes the next key and certificate; call it after the new
+// certificate has been used successfully once.
+func (r *Rotation) Finish() (*Identity, error) {
+	return Load(r.dir)
+}
+
+// Abandon removes the next key and certificate (the rotation failed before
+// the server issued anything usable).
+func (r *Rotation) Abandon() {
+	_ = os.Remove(filepath.Join(r.dir, KeyFile+nextSuffix))
+	_ = os.Remove(filepath.Join(r.dir, CertFile+nextSuffix))
+}
+
+func sameKey(cert *x509.Certificate, key *ecdsa.PrivateKey) bool {
+	pub, ok := cert.PublicKey.(*ecdsa.PublicKey)
+	return ok && pub.Equal(&key.PublicKey)
+}
+
+func readCert(path string) (*x509.Certificate, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	block, _ := pem.Decode(b)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("%s holds no certificate", path)
+	}
+	return x509.ParseCertificate(block.Bytes)
+}
+
+func readKey(path string) (*ecdsa.PrivateKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	block, _ := pem.Decode(b)
+	if block == nil {
+		return nil, fmt.Errorf("%s holds no key", path)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	ec, ok := k.(*ecdsa.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("%s is not an ECDSA key", path)
+	}
+	return ec, nil
+}
+
+func writeKey(path string, key *ecdsa.PrivateKey) error {
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return err
+	}
+	return writeFile(path, pemBytes("PRIVATE KEY", der), privateMode)
+}
+
+func pemBytes(typ string, der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
+}
+
+// writeFile replaces path atomically and durably.
+func writeFile(path string, data []byte, mode os.FileMode) error {
+	tmp := path + tempSuffix
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, mode)
+	if err != nil {
+		return err
+	}
+	if err := f.Chmod(mode); err != nil {
+		_ = f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		_ = f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		_ = f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}

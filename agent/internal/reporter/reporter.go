@@ -1,0 +1,317 @@
+// Package reporter is the agent's main loop. Every interval it collects the
+// host facts into a report and appends it to the durable queue; then it
+// sends what the queue holds, oldest first and in batches, deleting only
+// what the control plane acknowledged. When sending fails it backs off (capped,
+// jittered) and keeps queueing. It rotates the client certificate at half
+// its lifetime, and writes status.json for `edgeward-agent status`.
+package reporter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/edgeward/edgeward/agent/internal/collect"
+	"github.com/edgeward/edgeward/agent/internal/identity"
+	"github.com/edgeward/edgeward/agent/internal/queue"
+	"github.com/edgeward/edgeward/agent/internal/transport"
+	agentv1 "github.com/edgeward/edgeward/proto/gen/edgeward/agent/v1"
+)
+
+// QueueFile is the queue's file in the state directory.
+const QueueFile = "queue.db"
+
+// Batch bounds of one heartbeat call.
+const (
+	batchReports = 200
+	batchBytes   = 1 << 20
+)
+
+// Backoff bounds after a failed send.
+const (
+	minBackoff = time.Second
+	maxBackoff = 5 * time.Minute
+)
+
+// CrashEnv names a fault-injection point for the end-to-end tests of
+// crash safety: when set to a step name, the process exits abruptly at that
+// step, as kill -9 would. Never set in production.
+const CrashEnv = "EDGEWARD_AGENT_TEST_CRASH"
+
+// Options configure the loop.
+type Options struct {
+	Dir     string
+	Version string
+	Logger  *slog.Logger
+	Queue   queue.Options
+}
+
+// Reporter is a running agent.
+type Reporter struct {
+	opts     Options
+	log      *slog.Logger
+	q        *queue.Queue
+	client   *transport.Client
+	interval time.Duration
+	rotateAt time.Time
+	backoff  time.Duration
+	status   Status
+	hostname string
+}
+
+// Run loads the identity, opens the queue and runs until ctx ends.
+func Run(ctx context.Context, opts Options) error {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	id, err := identity.Load(opts.Dir)
+	if err != nil {
+		return err
+	}
+	q, err := queue.Open(filepath.Join(opts.Dir, QueueFile), opts.Queue)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = q.Close() }()
+	r := &Reporter{opts: opts, log: log, q: q, client: transport.NewClient(id.Config.Server, id)}
+	defer r.client.Close()
+	r.interval = time.Duration(id.Config.HeartbeatIntervalSeconds) * time.Second
+	if r.interval <= 0 {
+		r.interval = time.Minute
+	}
+	r.planRotation(id)
+	r.status = Status{PID: os.Getpid(), State: StateStarting, AgentID: id.Config.AgentID, Server: id.Config.Server, CertificateNotAfter: id.Cert.NotAfter.UTC()}
+	if prev, err := ReadStatus(opts.Dir); err == nil {
+		r.status.LastSendAt = prev.LastSendAt
+	}
+	log.Info("agent running", "agent_id", id.Config.AgentID, "server", id.Config.Server, "interval", r.interval.String())
+	return r.loop(ctx)
+}
+
+func (r *Reporter) loop(ctx context.Context) error {
+	nextCollect := time.Now()
+	for {
+		now := time.Now()
+		if !now.Before(nextCollect) {
+			if err := r.enqueue(ctx); err != nil {
+				r.log.Error("queue report", "error", err.Error())
+			}
+			nextCollect = now.Add(r.interval)
+		}
+		wait := time.Until(nextCollect)
+		if err := r.flush(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			r.fail(err)
+			wait = min(wait, r.nextBackoff())
+		} else {
+			r.backoff = 0
+			if err := r.maybeRotate(ctx); err != nil && ctx.Err() == nil {
+				r.log.Warn("certificate rotation failed; will retry", "error", err.Error())
+				wait = min(wait, r.nextBackoff())
+			}
+		}
+		r.writeStatus()
+		select {
+		case <-ctx.Done():
+			r.status.State = StateStopped
+			r.writeStatus()
+			return nil
+		case <-time.After(max(wait, 0)):
+		}
+	}
+}
+
+// enqueue collects a report and commits it to the queue before any send.
+func (r *Reporter) enqueue(ctx context.Context) error {
+	facts, err := collect.Facts(ctx, r.opts.Version)
+	if err != nil {
+		return err
+	}
+	r.hostname = facts.GetHostname()
+	st, err := r.q.Stats()
+	if err != nil {
+		return err
+	}
+	rep := &agentv1.Report{
+		CreatedAt: timestamppb.Now(),
+		Facts:     facts,
+		Queue:     &agentv1.QueueStats{Depth: uint64(st.Depth), Dropped: st.Dropped},
+	}
+	b, err := proto.Marshal(rep)
+	if err != nil {
+		return err
+	}
+	_, err = r.q.Append(b)
+	return err
+}
+
+// flush sends the queue until it is empty.
+func (r *Reporter) flush(ctx context.Context) error {
+	for {
+		recs, err := r.q.Peek(batchReports, batchBytes)
+		if err != nil {
+			return err
+		}
+		if len(recs) == 0 {
+			return r.updateQueueStatus()
+		}
+		reports := make([]*agentv1.Report, 0, len(recs))
+		for _, rec := range recs {
+			rep := &agentv1.Report{}
+			if err := proto.Unmarshal(rec.Payload, rep); err != nil {
+				// Unreadable (never written by this agent): acknowledge it
+				// away rather than block the queue forever.
+				r.log.Error("dropping unreadable queued report", "seq", rec.Seq, "error", err.Error())
+				_, _ = r.q.Ack(rec.Seq)
+				continue
+			}
+			rep.Seq = rec.Seq
+			reports = append(reports, rep)
+		}
+		if len(reports) == 0 {
+			continue
+		}
+		crashAt("send")
+		resp, err := r.client.Heartbeat(ctx, reports)
+		if err != nil {
+			return err
+		}
+		crashAt("acked-before-delete")
+		n, err := r.q.Ack(resp.GetAckedSeqs()...)
+		if err != nil {
+			return err
+		}
+		r.status.LastSendAt = time.Now().UTC()
+		r.status.State, r.status.LastError = StateOK, ""
+		if iv := resp.GetNextInterval().AsDuration(); iv > 0 && iv != r.interval {
+			r.interval = iv
+			r.log.Info("heartbeat interval changed", "interval", iv.String())
+		}
+		if n == 0 {
+			return fmt.Errorf("the control plane acknowledged none of %d reports", len(reports))
+		}
+	}
+}
+
+func (r *Reporter) updateQueueStatus() error {
+	st, err := r.q.Stats()
+	if err != nil {
+		return err
+	}
+	r.status.QueueDepth, r.status.QueueDropped = st.Depth, st.Dropped
+	return nil
+}
+
+func (r *Reporter) fail(err error) {
+	var refused *transport.Refused
+	if errors.As(err, &refused) {
+		r.status.State = StateRefused
+		r.log.Error("the control plane refused this agent", "reason", refused.Msg)
+	} else {
+		r.status.State = StateRetrying
+		r.log.Warn("send failed; queued reports are kept", "error", err.Error())
+	}
+	r.status.LastError, r.status.LastErrorAt = err.Error(), time.Now().UTC()
+	_ = r.updateQueueStatus()
+}
+
+func (r *Reporter) nextBackoff() time.Duration {
+	if r.backoff == 0 {
+		r.backoff = minBackoff
+	} else {
+		r.backoff = min(2*r.backoff, maxBackoff)
+	}
+	if r.status.State == StateRefused {
+		// Refusals do not heal by retrying fast (a revoked agent).
+		r.backoff = maxBackoff
+	}
+	// Full jitter in [backoff/2, backoff), so agents that lost the control
+	// plane together do not return together.
+	return r.backoff/2 + rand.N(r.backoff/2+1)
+}
+
+// planRotation schedules the next rotation at half the certificate's
+// lifetime plus up to a tenth of jitter.
+func (r *Reporter) planRotation(id *identity.Identity) {
+	life := id.Cert.NotAfter.Sub(id.Cert.NotBefore)
+	r.rotateAt = id.Cert.NotBefore.Add(life/2 + rand.N(life/10+1))
+	r.status.CertificateNotAfter = id.Cert.NotAfter.UTC()
+	r.status.RotateAt = r.rotateAt.UTC()
+}
+
+// maybeRotate replaces the certificate once it is due. Each step leaves the
+// state directory in a form identity.Load recovers from (see package
+// identity), and the server keeps the old certificate valid until the new
+// one has been used once, so a crash anywhere leaves the agent connectable.
+func (r *Reporter) maybeRotate(ctx context.Context) error {
+	if time.Now().Before(r.rotateAt) {
+		return nil
+	}
+	current := r.client.Identity()
+	rot, err := identity.BeginRotation(r.opts.Dir)
+	if err != nil {
+		return err
+	}
+	crashAt("rotate-key-saved")
+	csr, err := identity.CSR(rot.Key, r.hostname)
+	if err != nil {
+		rot.Abandon()
+		return err
+	}
+	resp, err := r.client.RotateCertificate(ctx, csr)
+	if err != nil {
+		rot.Abandon()
+		return err
+	}
+	crashAt("rotate-issued")
+	next, err := rot.SaveCertificate(current, resp.GetCertificateDer())
+	if err != nil {
+		rot.Abandon()
+		return err
+	}
+	crashAt("rotate-cert-saved")
+	// First use of the new certificate: from now on the server refuses the old one.
+	probe := transport.NewClient(current.Config.Server, next)
+	_, err = probe.Heartbeat(ctx, nil)
+	probe.Close()
+	if err != nil {
+		// The next files stay: Load prefers them, and the old certificate
+		// keeps working until the new one is used.
+		return err
+	}
+	crashAt("rotate-used")
+	id, err := rot.Finish()
+	if err != nil {
+		return err
+	}
+	r.client.SetIdentity(id)
+	r.planRotation(id)
+	r.log.Info("certificate rotated", "not_after", id.Cert.NotAfter.UTC().Format(time.RFC3339))
+	return nil
+}
+
+func (r *Reporter) writeStatus() {
+	r.status.UpdatedAt = time.Now().UTC()
+	r.status.Interval = r.interval.String()
+	if err := WriteStatus(r.opts.Dir, r.status); err != nil {
+		r.log.Warn("write status", "error", err.Error())
+	}
+}
+
+func crashAt(step string) {
+	if os.Getenv(CrashEnv) == step {
+		fmt.Fprintf(os.Stderr, "edgeward-agent: test crash at %s\n", step)
+		os.Exit(137)
+	}
+}
