@@ -88,8 +88,8 @@ func Run(ctx context.Context, opts Options) error {
 	if r.interval <= 0 {
 		r.interval = time.Minute
 	}
+	r.status = Status{PID: os.Getpid(), State: StateStarting, AgentID: id.Config.AgentID, Server: id.Config.Server}
 	r.planRotation(id)
-	r.status = Status{PID: os.Getpid(), State: StateStarting, AgentID: id.Config.AgentID, Server: id.Config.Server, CertificateNotAfter: id.Cert.NotAfter.UTC()}
 	if prev, err := ReadStatus(opts.Dir); err == nil {
 		r.status.LastSendAt = prev.LastSendAt
 	}

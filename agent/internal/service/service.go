@@ -119,7 +119,7 @@ func Status(s ks.Service) string {
 	case errors.Is(err, ks.ErrNotInstalled):
 		return "not installed"
 	case err != nil:
-		return "unknown (" + err.Error() + ")"
+		return "no service manager answered (" + err.Error() + ")"
 	case st == ks.StatusRunning:
 		return "running"
 	case st == ks.StatusStopped:

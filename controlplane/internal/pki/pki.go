@@ -257,10 +257,13 @@ func (ca *CA) IssueAgent(csr *x509.CertificateRequest, tenantID, agentID string,
 	if notAfter.After(ca.Cert.NotAfter) {
 		notAfter = ca.Cert.NotAfter
 	}
+	// Backdate a little for clock skew, but never so much that a short
+	// lifetime is mostly in the past.
+	skew := min(5*time.Minute, lifetime/10)
 	tmpl := &x509.Certificate{
 		SerialNumber: randomSerial(),
 		Subject:      pkix.Name{CommonName: agentID, Organization: []string{"Edgeward agent"}, OrganizationalUnit: []string{tenantID}},
-		NotBefore:    now.Add(-5 * time.Minute),
+		NotBefore:    now.Add(-skew),
 		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
