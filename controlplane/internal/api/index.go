@@ -43,8 +43,10 @@ type Operation struct {
 	// AgentAuth marks operations authenticated by an agent certificate.
 	AgentAuth bool
 	HasBody   bool
-	Spec      *openapi3.Operation
-	PathItem  *openapi3.PathItem
+	// BodyRequired is false for operations whose body may be omitted.
+	BodyRequired bool
+	Spec         *openapi3.Operation
+	PathItem     *openapi3.PathItem
 
 	segments []string
 }
@@ -105,13 +107,14 @@ func NewIndex(doc *openapi3.T) (*Index, error) {
 				return nil, fmt.Errorf("%s %s has no operationId", method, path)
 			}
 			o := &Operation{
-				ID:       op.OperationID,
-				Method:   method,
-				Path:     path,
-				Spec:     op,
-				PathItem: item,
-				HasBody:  op.RequestBody != nil,
-				segments: strings.Split(strings.TrimPrefix(path, "/"), "/"),
+				ID:           op.OperationID,
+				Method:       method,
+				Path:         path,
+				Spec:         op,
+				PathItem:     item,
+				HasBody:      op.RequestBody != nil,
+				BodyRequired: op.RequestBody != nil && op.RequestBody.Value != nil && op.RequestBody.Value.Required,
+				segments:     strings.Split(strings.TrimPrefix(path, "/"), "/"),
 			}
 			if v, ok := op.Extensions[ExtPublic]; ok {
 				b, isBool := v.(bool)

@@ -129,7 +129,20 @@ func (e *Env) IssueToken(t testing.TB, tenantID uuid.UUID, role, name string) au
 
 // Client calls the API with a bearer token (none when empty).
 func (e *Env) Client(t testing.TB, token string) *Client {
-	return &Client{t: t, env: e, token: token}
+	return &Client{t: t, env: e, token: token, http: e.http}
+}
+
+// CertClient calls the API presenting a TLS client certificate (an agent's).
+func (e *Env) CertClient(t testing.TB, cert tls.Certificate) *Client {
+	tr := e.http.Transport.(*http.Transport).Clone()
+	tr.TLSClientConfig.Certificates = []tls.Certificate{cert}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &Client{t: t, env: e, http: &http.Client{Timeout: e.http.Timeout, Transport: tr}}
+}
+
+// TLSConfig trusts the server's CA, for clients other than Client.
+func (e *Env) TLSConfig() *tls.Config {
+	return e.http.Transport.(*http.Transport).TLSClientConfig.Clone()
 }
 
 // Client is an API client bound to one test.
@@ -137,6 +150,7 @@ type Client struct {
 	t     testing.TB
 	env   *Env
 	token string
+	http  *http.Client
 }
 
 // Option changes one request.
@@ -189,7 +203,7 @@ func (c *Client) Do(method, path string, body any, opts ...Option) *Response {
 	for _, o := range opts {
 		o(req)
 	}
-	resp, err := c.env.http.Do(req)
+	resp, err := c.http.Do(req)
 	if err != nil {
 		c.t.Fatalf("%s %s: %v", method, path, err)
 	}

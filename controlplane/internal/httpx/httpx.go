@@ -81,6 +81,7 @@ var validRequestID = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
 
 // Handler wraps next, which serves the operations of the spec, in the gate.
 func Handler(cfg Config, next http.Handler) http.Handler {
+	cfg = cfg.withDefaults()
 	return cfg.instrument(func(w *recorder, r *http.Request) { cfg.serve(w, r, next) })
 }
 
@@ -88,19 +89,24 @@ func Handler(cfg Config, next http.Handler) http.Handler {
 // ids, access log, recovery and metrics; the operation is the procedure.
 // Connect does its own validation and the handlers authenticate agents.
 func RPCHandler(cfg Config, next http.Handler) http.Handler {
+	cfg = cfg.withDefaults()
 	return cfg.instrument(func(w *recorder, r *http.Request) {
 		w.procedure = r.URL.Path
 		next.ServeHTTP(w, r)
 	})
 }
 
-func (cfg Config) instrument(serve func(*recorder, *http.Request)) http.Handler {
+func (cfg Config) withDefaults() Config {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	return cfg
+}
+
+func (cfg Config) instrument(serve func(*recorder, *http.Request)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		id := r.Header.Get("X-Request-Id")
@@ -210,6 +216,9 @@ func (cfg Config) readBody(r *http.Request, op *api.Operation) ([]byte, *problem
 	}
 	if r.ContentLength > cfg.MaxBodyBytes {
 		return nil, tooLarge(cfg.MaxBodyBytes)
+	}
+	if !op.BodyRequired && (r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody) {
+		return nil, nil
 	}
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "application/json" {
