@@ -29,8 +29,8 @@ import (
 	"github.com/edgeward/edgeward/controlplane/internal/db/dbtest"
 )
 
-// binary is the edgeward-controlplane built for these tests.
-var binary string
+// binary and agentBinary are the real programs, built for these tests.
+var binary, agentBinary string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "edgeward-e2e-")
@@ -39,11 +39,17 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "edgeward-controlplane")
-	build := exec.Command("go", "build", "-race", "-o", binary, "github.com/edgeward/edgeward/controlplane/cmd/edgeward-controlplane")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build edgeward-controlplane:", err)
-		os.Exit(1)
+	agentBinary = filepath.Join(dir, "edgeward-agent")
+	for out, pkg := range map[string]string{
+		binary:      "github.com/edgeward/edgeward/controlplane/cmd/edgeward-controlplane",
+		agentBinary: "github.com/edgeward/edgeward/agent/cmd/edgeward-agent",
+	} {
+		build := exec.Command("go", "build", "-race", "-o", out, pkg)
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "build", pkg+":", err)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	_ = os.RemoveAll(dir)
@@ -53,7 +59,12 @@ func TestMain(m *testing.M) {
 // run executes the binary to completion and returns its output and exit code.
 func run(t *testing.T, env []string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	cmd := exec.Command(binary, args...)
+	return runProgram(t, binary, env, args...)
+}
+
+func runProgram(t *testing.T, program string, env []string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(program, args...)
 	cmd.Env = append(os.Environ(), env...)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
@@ -75,7 +86,12 @@ type process struct {
 
 func start(t *testing.T, env []string, args ...string) *process {
 	t.Helper()
-	p := &process{cmd: exec.Command(binary, args...), stdout: &apitest.SyncBuffer{}, stderr: &apitest.SyncBuffer{}, done: make(chan error, 1)}
+	return startProgram(t, binary, env, args...)
+}
+
+func startProgram(t *testing.T, program string, env []string, args ...string) *process {
+	t.Helper()
+	p := &process{cmd: exec.Command(program, args...), stdout: &apitest.SyncBuffer{}, stderr: &apitest.SyncBuffer{}, done: make(chan error, 1)}
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	require.NoError(t, p.cmd.Start())
