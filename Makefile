@@ -36,7 +36,7 @@ test: ## Run every test (-race), then check every API operation was exercised.
 		$(GO) test -count=1 -run '^TestEveryOperationIsExercised$$' -v ./controlplane/internal/apitest | grep -E '^(---|ok|FAIL|\s+coverage_test)' || exit 1
 
 bench: ## Run the benchmarks and print their figures.
-	$(GO) test -run '^$$' -bench . -benchtime 3s -count 1 ./controlplane/internal/bench/
+	EDGEWARD_TEST_PG_DURABLE=1 $(GO) test -run '^$$' -bench . -benchtime 5s -count 1 -timeout 30m ./controlplane/internal/bench/
 
 generate: tools ## Regenerate all generated code (committed).
 	cp specs/openapi.yaml controlplane/internal/api/openapi.yaml

@@ -113,22 +113,22 @@ func TestEnrollIssuesAnIdentityAndAnAsset(t *testing.T) {
 	a, err := enroll(t, env, token, "machine-1", "laptop-1")
 	require.NoError(t, err)
 
-	tenant, agent, err := pki.ParseAgentURI(a.cert)
+	tenant, agent, err := pki.ParseAgentURI(a.Cert)
 	require.NoError(t, err)
 	assert.Equal(t, env.Tenant.ID.String(), tenant)
-	assert.Equal(t, a.agentID, agent)
-	assert.Equal(t, "spiffe://edgeward/tenant/"+tenant+"/agent/"+agent, a.cert.URIs[0].String())
-	assert.WithinDuration(t, time.Now().Add(30*24*time.Hour), a.cert.NotAfter, time.Minute, "30-day certificates")
-	_, err = a.cert.Verify(x509.VerifyOptions{Roots: env.Server.CA.Pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	assert.Equal(t, a.AgentID, agent)
+	assert.Equal(t, "spiffe://edgeward/tenant/"+tenant+"/agent/"+agent, a.Cert.URIs[0].String())
+	assert.WithinDuration(t, time.Now().Add(30*24*time.Hour), a.Cert.NotAfter, time.Minute, "30-day certificates")
+	_, err = a.Cert.Verify(x509.VerifyOptions{Roots: env.Server.CA.Pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 	require.NoError(t, err)
 
-	got := getAgent(t, env, a.agentID)
+	got := getAgent(t, env, a.AgentID)
 	assert.Equal(t, "laptop-1", got.Hostname)
 	assert.Equal(t, "machine-1", got.MachineID)
 	assert.Equal(t, map[string]string{"team": "it"}, got.Labels, "the token's labels apply")
 	assert.Equal(t, "active", got.Status)
 	require.NotNil(t, got.Certificate)
-	sum := sha256.Sum256(a.cert.Raw)
+	sum := sha256.Sum256(a.Cert.Raw)
 	assert.Equal(t, hex.EncodeToString(sum[:]), got.Certificate.Fingerprint)
 
 	var asset struct {
@@ -143,7 +143,7 @@ func TestEnrollIssuesAnIdentityAndAnAsset(t *testing.T) {
 	admin.Do("GET", "/api/v1/assets/"+got.AssetID, nil).JSON(t, &asset)
 	assert.Equal(t, "laptop-1", asset.Name)
 	assert.Equal(t, "agent", asset.Source)
-	assert.Equal(t, a.agentID, *asset.AgentID)
+	assert.Equal(t, a.AgentID, *asset.AgentID)
 	assert.Equal(t, []string{"02:00:00:00:00:01"}, asset.Macs)
 
 	// A used-up single-use token is refused with a clear message.
@@ -225,7 +225,7 @@ func TestOneIdentityPerMachine(t *testing.T) {
 	_, token := createToken(t, env, map[string]any{"name": "reinstall", "max_uses": 3})
 	second, err := enroll(t, env, token, "machine-x", "host-x-reinstalled")
 	require.NoError(t, err)
-	assert.Equal(t, first.agentID, second.agentID, "same machine, same agent")
+	assert.Equal(t, first.AgentID, second.AgentID, "same machine, same agent")
 	_, err = first.heartbeat(first.report())
 	assertRefused(t, err, connect.CodeUnauthenticated, "replaced by a newer one")
 
@@ -233,7 +233,7 @@ func TestOneIdentityPerMachine(t *testing.T) {
 	resp, err := second.heartbeat(second.report())
 	require.NoError(t, err)
 	assert.Equal(t, []uint64{1}, resp.GetAckedSeqs())
-	got := getAgent(t, env, second.agentID)
+	got := getAgent(t, env, second.AgentID)
 	assert.Equal(t, "host-x-reinstalled", got.Hostname)
 	assert.EqualValues(t, 1, got.ReportsApplied)
 
@@ -247,12 +247,12 @@ func TestOneIdentityPerMachine(t *testing.T) {
 	require.Len(t, assets.Items, 1, "one asset per machine")
 	assetID := assets.Items[0].ID
 
-	require.Equal(t, http.StatusOK, admin.Do("POST", "/api/v1/agents/"+second.agentID+"/revoke", map[string]any{"reason": "reimaged"}).Status)
+	require.Equal(t, http.StatusOK, admin.Do("POST", "/api/v1/agents/"+second.AgentID+"/revoke", map[string]any{"reason": "reimaged"}).Status)
 	_, err = enroll(t, env, token, "machine-x", "host-x")
 	assertRefused(t, err, connect.CodeUnauthenticated, "needs a new enrollment token")
 
 	third := mustEnroll(t, env, "machine-x", "host-x")
-	assert.NotEqual(t, second.agentID, third.agentID, "a revoked agent stays revoked; the machine gets a new one")
+	assert.NotEqual(t, second.AgentID, third.AgentID, "a revoked agent stays revoked; the machine gets a new one")
 	admin.Do("GET", "/api/v1/assets", nil).JSON(t, &assets)
 	require.Len(t, assets.Items, 1)
 	assert.Equal(t, assetID, assets.Items[0].ID, "still one asset")
@@ -283,7 +283,7 @@ func TestHeartbeatsAreAppliedOnceInOrder(t *testing.T) {
 	resp, err = a.heartbeat(r1, r2, r3)
 	require.NoError(t, err)
 	assert.Equal(t, []uint64{1, 2, 3}, resp.GetAckedSeqs(), "duplicates are acknowledged")
-	got := getAgent(t, env, a.agentID)
+	got := getAgent(t, env, a.AgentID)
 	assert.EqualValues(t, 3, got.LastSeq)
 	assert.EqualValues(t, 3, got.ReportsApplied, "and not applied twice")
 	assert.EqualValues(t, 1, got.Queue.Depth)
@@ -341,30 +341,30 @@ func TestRESTHeartbeatIsBoundToTheCertificate(t *testing.T) {
 	body := map[string]any{"seq": 1, "sent_at": time.Now().UTC().Format(time.RFC3339), "facts": map[string]any{"hostname": "a", "machine_id": "m-a", "uptime_seconds": 10},
 		"queue": map[string]any{"depth": 0, "dropped": 2}, "observations": []any{map[string]any{"mac": "02:00:00:00:00:09", "ip": "192.0.2.50", "seen_at": time.Now().UTC().Format(time.RFC3339)}}}
 	ac := env.CertClient(t, a.tlsCert())
-	r = ac.Do("POST", "/api/v1/agents/"+a.agentID+"/telemetry/heartbeat", body)
+	r = ac.Do("POST", "/api/v1/agents/"+a.AgentID+"/telemetry/heartbeat", body)
 	require.Equal(t, http.StatusAccepted, r.Status, "%s", r.Body)
 	assert.JSONEq(t, `{"accepted":true,"duplicate":false,"next_interval_seconds":60}`, string(r.Body))
-	r = ac.Do("POST", "/api/v1/agents/"+a.agentID+"/telemetry/heartbeat", body)
+	r = ac.Do("POST", "/api/v1/agents/"+a.AgentID+"/telemetry/heartbeat", body)
 	assert.JSONEq(t, `{"accepted":true,"duplicate":true,"next_interval_seconds":60}`, string(r.Body), "a repeated seq is acknowledged, not applied")
-	assert.EqualValues(t, 2, getAgent(t, env, a.agentID).Queue.Dropped)
+	assert.EqualValues(t, 2, getAgent(t, env, a.AgentID).Queue.Dropped)
 
 	// A's certificate cannot post for B, nor for C of another tenant.
-	p := ac.Do("POST", "/api/v1/agents/"+b.agentID+"/telemetry/heartbeat", body).Problem(t, http.StatusForbidden)
-	assert.Contains(t, p.Detail, "belongs to agent "+a.agentID)
-	p = ac.Do("POST", "/api/v1/agents/"+c.agentID+"/telemetry/heartbeat", body).Problem(t, http.StatusForbidden)
+	p := ac.Do("POST", "/api/v1/agents/"+b.AgentID+"/telemetry/heartbeat", body).Problem(t, http.StatusForbidden)
+	assert.Contains(t, p.Detail, "belongs to agent "+a.AgentID)
+	p = ac.Do("POST", "/api/v1/agents/"+c.AgentID+"/telemetry/heartbeat", body).Problem(t, http.StatusForbidden)
 	assert.Equal(t, "forbidden", p.Code)
 	// C's certificate, valid in its own tenant, cannot post for A either.
-	p = env.CertClient(t, c.tlsCert()).Do("POST", "/api/v1/agents/"+a.agentID+"/telemetry/heartbeat", body).Problem(t, http.StatusForbidden)
+	p = env.CertClient(t, c.tlsCert()).Do("POST", "/api/v1/agents/"+a.AgentID+"/telemetry/heartbeat", body).Problem(t, http.StatusForbidden)
 	assert.Equal(t, "forbidden", p.Code)
-	assert.EqualValues(t, 0, getAgent(t, env, b.agentID).ReportsApplied)
+	assert.EqualValues(t, 0, getAgent(t, env, b.AgentID).ReportsApplied)
 
 	// No certificate, or a bearer token instead: unauthenticated.
-	p = env.Client(t, env.AdminToken).Do("POST", "/api/v1/agents/"+a.agentID+"/telemetry/heartbeat", body).Problem(t, http.StatusUnauthorized)
+	p = env.Client(t, env.AdminToken).Do("POST", "/api/v1/agents/"+a.AgentID+"/telemetry/heartbeat", body).Problem(t, http.StatusUnauthorized)
 	assert.Equal(t, "agent_certificate_missing", p.Code)
 
 	// Schema violations are 422 naming the field.
 	bad := map[string]any{"seq": 0, "sent_at": "now"}
-	p = ac.Do("POST", "/api/v1/agents/"+a.agentID+"/telemetry/heartbeat", bad).Problem(t, http.StatusUnprocessableEntity)
+	p = ac.Do("POST", "/api/v1/agents/"+a.AgentID+"/telemetry/heartbeat", bad).Problem(t, http.StatusUnprocessableEntity)
 	assert.Len(t, p.Errors, 2)
 }
 
@@ -376,7 +376,7 @@ func TestRevocationTakesEffectOnTheNextCall(t *testing.T) {
 		require.NoError(t, err)
 	}
 	admin := env.Client(t, env.AdminToken)
-	r := admin.Do("POST", "/api/v1/agents/"+a.agentID+"/revoke", nil)
+	r := admin.Do("POST", "/api/v1/agents/"+a.AgentID+"/revoke", nil)
 	require.Equal(t, http.StatusOK, r.Status)
 	var got agentJSON
 	r.JSON(t, &got)
@@ -385,7 +385,7 @@ func TestRevocationTakesEffectOnTheNextCall(t *testing.T) {
 
 	_, err := a.heartbeat(a.report())
 	assertRefused(t, err, connect.CodeUnauthenticated, "was revoked")
-	p := env.CertClient(t, a.tlsCert()).Do("POST", "/api/v1/agents/"+a.agentID+"/telemetry/heartbeat",
+	p := env.CertClient(t, a.tlsCert()).Do("POST", "/api/v1/agents/"+a.AgentID+"/telemetry/heartbeat",
 		map[string]any{"seq": 99, "sent_at": time.Now().UTC().Format(time.RFC3339)}).Problem(t, http.StatusUnauthorized)
 	assert.Equal(t, "agent_revoked", p.Code)
 	_, err = a.rpc().RotateCertificate(context.Background(), connect.NewRequest(&agentv1.RotateCertificateRequest{CsrDer: csr(t, newKey(t))}))
@@ -413,11 +413,12 @@ func TestRotationNeverLocksTheAgentOut(t *testing.T) {
 		key := newKey(t)
 		resp, err := from.rpc().RotateCertificate(ctx, connect.NewRequest(&agentv1.RotateCertificateRequest{CsrDer: csr(t, key)}))
 		require.NoError(t, err)
-		next := *from
-		next.key = key
-		next.cert, err = x509.ParseCertificate(resp.Msg.GetCertificateDer())
+		agent := *from.Agent
+		next := &testAgent{Agent: &agent, t: t}
+		next.Key = key
+		next.Cert, err = x509.ParseCertificate(resp.Msg.GetCertificateDer())
 		require.NoError(t, err)
-		return &next
+		return next
 	}
 
 	// Interrupted after the server issued (the agent never saved it).
@@ -432,17 +433,17 @@ func TestRotationNeverLocksTheAgentOut(t *testing.T) {
 	require.NoError(t, err, "old still works until the new one is used")
 
 	// Same key twice is no rotation.
-	_, err = a.rpc().RotateCertificate(ctx, connect.NewRequest(&agentv1.RotateCertificateRequest{CsrDer: csr(t, a.key)}))
+	_, err = a.rpc().RotateCertificate(ctx, connect.NewRequest(&agentv1.RotateCertificateRequest{CsrDer: csr(t, a.Key)}))
 	assertRefused(t, err, connect.CodeInvalidArgument, "new key")
 
 	// First use of the new certificate ends the rotation.
-	next.seq = a.seq
+	next.Seq = a.Seq
 	_, err = next.heartbeat(next.report())
 	require.NoError(t, err)
 	_, err = a.heartbeat(a.report())
 	assertRefused(t, err, connect.CodeUnauthenticated, "replaced")
-	got := getAgent(t, env, a.agentID)
-	sum := sha256.Sum256(next.cert.Raw)
+	got := getAgent(t, env, a.AgentID)
+	sum := sha256.Sum256(next.Cert.Raw)
 	assert.Equal(t, hex.EncodeToString(sum[:]), got.Certificate.Fingerprint)
 
 	var events struct {
@@ -462,7 +463,7 @@ func TestAgentsGoStaleAndListByStatus(t *testing.T) {
 	require.NoError(t, err)
 	ctx := context.Background()
 	require.NoError(t, db.InTenant(ctx, env.DB.Owner, env.Tenant.ID, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, "UPDATE agents SET last_seen_at = now() - interval '181 seconds' WHERE id = $1", b.agentID)
+		_, err := tx.Exec(ctx, "UPDATE agents SET last_seen_at = now() - interval '181 seconds' WHERE id = $1", b.AgentID)
 		return err
 	}))
 	admin := env.Client(t, env.AdminToken)
@@ -471,10 +472,10 @@ func TestAgentsGoStaleAndListByStatus(t *testing.T) {
 	}
 	admin.Do("GET", "/api/v1/agents?status=stale", nil).JSON(t, &list)
 	require.Len(t, list.Items, 1)
-	assert.Equal(t, b.agentID, list.Items[0].ID, "three missed 60 s intervals")
+	assert.Equal(t, b.AgentID, list.Items[0].ID, "three missed 60 s intervals")
 	admin.Do("GET", "/api/v1/agents?status=active", nil).JSON(t, &list)
 	require.Len(t, list.Items, 1)
-	assert.Equal(t, a.agentID, list.Items[0].ID)
+	assert.Equal(t, a.AgentID, list.Items[0].ID)
 
 	// Pagination and the asset list's search.
 	var page struct {
@@ -515,7 +516,7 @@ func TestAgentsGoStaleAndListByStatus(t *testing.T) {
 	oc := env.Client(t, other)
 	oc.Do("GET", "/api/v1/agents", nil).JSON(t, &list)
 	assert.Empty(t, list.Items)
-	assert.Equal(t, "not_found", oc.Do("GET", "/api/v1/agents/"+a.agentID, nil).Problem(t, 404).Code)
-	assert.Equal(t, "not_found", oc.Do("POST", "/api/v1/agents/"+a.agentID+"/revoke", nil).Problem(t, 404).Code)
-	assert.Equal(t, "active", getAgent(t, env, a.agentID).Status)
+	assert.Equal(t, "not_found", oc.Do("GET", "/api/v1/agents/"+a.AgentID, nil).Problem(t, 404).Code)
+	assert.Equal(t, "not_found", oc.Do("POST", "/api/v1/agents/"+a.AgentID+"/revoke", nil).Problem(t, 404).Code)
+	assert.Equal(t, "active", getAgent(t, env, a.AgentID).Status)
 }

@@ -107,6 +107,14 @@ func (v *Verifier) VerifyTLS(ctx context.Context, state *tls.ConnectionState) (I
 	}
 	leaf := state.PeerCertificates[0]
 	now := v.cfg.now()
+	fp := sha256.Sum256(leaf.Raw)
+	// A certificate with exactly these bytes passed the checks below less
+	// than the cache TTL ago: only its validity period can have changed
+	// since (revocations and rotations evict it).
+	cached, ok, epoch := v.cached(fp, now)
+	if ok && now.Before(leaf.NotAfter) {
+		return cached, nil
+	}
 	inter := x509.NewCertPool()
 	for _, c := range state.PeerCertificates[1:] {
 		inter.AddCert(c)
@@ -123,16 +131,12 @@ func (v *Verifier) VerifyTLS(ctx context.Context, state *tls.ConnectionState) (I
 	if err != nil {
 		return Identity{}, idErr(CodeCertInvalid, "%v", err)
 	}
-	id := Identity{Fingerprint: sha256.Sum256(leaf.Raw), Cert: leaf}
+	id := Identity{Fingerprint: fp, Cert: leaf}
 	if id.TenantID, err = uuid.Parse(tenant); err == nil {
 		id.AgentID, err = uuid.Parse(agent)
 	}
 	if err != nil {
 		return Identity{}, idErr(CodeCertInvalid, "the certificate's agent identity is malformed")
-	}
-	cached, ok, epoch := v.cached(id.Fingerprint, now)
-	if ok {
-		return cached, nil
 	}
 	cacheable := false
 	err = db.InTenant(ctx, v.cfg.Pool, id.TenantID, func(tx pgx.Tx) error {

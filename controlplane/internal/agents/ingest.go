@@ -1,6 +1,7 @@
 package agents
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -186,7 +187,7 @@ func (in *Ingester) applyTenant(ctx context.Context, tenant uuid.UUID, jobs []*j
 		w.reports = distinct
 	}
 	// Lock rows in one order, so concurrent batches never deadlock.
-	sort.Slice(ids, func(a, b int) bool { return ids[a].String() < ids[b].String() })
+	sort.Slice(ids, func(a, b int) bool { return bytes.Compare(ids[a][:], ids[b][:]) < 0 })
 
 	now := in.cfg.now()
 	rows := map[uuid.UUID]agentRow{}
@@ -194,7 +195,7 @@ func (in *Ingester) applyTenant(ctx context.Context, tenant uuid.UUID, jobs []*j
 	err := db.InTenant(ctx, in.cfg.Pool, tenant, func(tx pgx.Tx) error {
 		r, err := tx.Query(ctx, `
 			SELECT id, last_seq, facts_hash, asset_id, revoked_at IS NOT NULL, last_seen_at IS NULL, heartbeat_interval_seconds
-			  FROM agents WHERE id = ANY($1) ORDER BY id FOR UPDATE`, ids)
+			  FROM agents WHERE id = ANY($1) ORDER BY id FOR UPDATE`, db.UUIDs(ids))
 		if err != nil {
 			return err
 		}
@@ -332,7 +333,7 @@ func (in *Ingester) applyTenant(ctx context.Context, tenant uuid.UUID, jobs []*j
 }
 
 func storedFacts(ctx context.Context, tx pgx.Tx, ids []uuid.UUID) (map[uuid.UUID]*Facts, error) {
-	rows, err := tx.Query(ctx, `SELECT id, facts FROM agents WHERE id = ANY($1)`, ids)
+	rows, err := tx.Query(ctx, `SELECT id, facts FROM agents WHERE id = ANY($1)`, db.UUIDs(ids))
 	if err != nil {
 		return nil, err
 	}
@@ -413,7 +414,7 @@ func (u *agentUpdate) exec(ctx context.Context, tx pgx.Tx) error {
 		              $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::bigint[])
 		       AS v(id, last_seq, depth, dropped, has_queue, changed, facts, hash, hostname, os, platform, platform_version, kernel, arch, agent_version, applied)
 		 WHERE a.id = v.id`,
-		u.ids, u.lastSeq, u.depth, u.dropped, u.hasQueue, u.changed, u.facts, u.hashes,
+		db.UUIDs(u.ids), u.lastSeq, u.depth, u.dropped, u.hasQueue, u.changed, u.facts, u.hashes,
 		u.hostname, u.os, u.platform, u.platformVersion, u.kernel, u.arch, u.agentVersion, u.applied)
 	if err != nil {
 		return fmt.Errorf("update agents: %w", err)

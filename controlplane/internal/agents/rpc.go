@@ -60,6 +60,8 @@ func (s *Service) Handlers(opts ...connect.HandlerOption) map[string]http.Handle
 			h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), tlsKey{}, r.TLS)))
 		})
 	}
+	// Heartbeat responses are tiny: compressing them costs more than it saves.
+	opts = append([]connect.HandlerOption{connect.WithCompressMinBytes(4096)}, opts...)
 	enrollPath, enroll := agentv1connect.NewEnrollmentServiceHandler(s, opts...)
 	agentPath, agent := agentv1connect.NewAgentServiceHandler(s, opts...)
 	return map[string]http.Handler{enrollPath: enroll, agentPath: withTLS(agent)}

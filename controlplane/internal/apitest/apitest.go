@@ -59,6 +59,12 @@ type Env struct {
 // Start runs a control plane for t on a fresh database.
 func Start(t testing.TB) *Env {
 	t.Helper()
+	return StartWith(t, nil)
+}
+
+// StartWith is Start with the server configuration adjusted by configure.
+func StartWith(t testing.TB, configure func(*app.ServeConfig)) *Env {
+	t.Helper()
 	index, err := api.Spec()
 	if err != nil {
 		t.Fatal(err)
@@ -66,12 +72,16 @@ func Start(t testing.TB) *Env {
 	d := dbtest.New(t)
 	logs := &SyncBuffer{}
 	ctx := context.Background()
-	s, err := app.Start(ctx, app.ServeConfig{
+	cfg := app.ServeConfig{
 		DatabaseURL: d.AppURL,
 		Listen:      "127.0.0.1:0",
 		DataDir:     t.TempDir(),
 		Logger:      slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+	}
+	if configure != nil {
+		configure(&cfg)
+	}
+	s, err := app.Start(ctx, cfg)
 	if err != nil {
 		t.Fatalf("start control plane: %v", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/edgeward/edgeward/controlplane/internal/db"
 	"github.com/edgeward/edgeward/controlplane/internal/problem"
 )
 
@@ -80,11 +81,17 @@ func (Store) ForMachine(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, h Ho
 
 // Sighting is one asset seen by its agent: LastSeen moves forward; Host
 // replaces the descriptive fields when it is set (facts changed).
+//
+// An asset's last-seen time is kept to LastSeenResolution: heartbeats in
+// between do not rewrite the row (or its last-seen index entry).
 type Sighting struct {
 	AssetID  uuid.UUID
 	LastSeen time.Time
 	Host     *Host
 }
+
+// LastSeenResolution is how stale an asset's last-seen time may get.
+const LastSeenResolution = 30 * time.Second
 
 // Seen applies many sightings in one statement.
 func (Store) Seen(ctx context.Context, tx pgx.Tx, sightings []Sighting) error {
@@ -117,7 +124,8 @@ func (Store) Seen(ctx context.Context, tx pgx.Tx, sightings []Sighting) error {
 		       updated_at = CASE WHEN s.changed THEN now() ELSE a.updated_at END
 		  FROM unnest($1::uuid[], $2::timestamptz[], $3::bool[], $4::text[], $5::text[], $6::text[], $7::jsonb[], $8::jsonb[])
 		       AS s(id, seen, changed, name, os, platform, addrs, macs)
-		 WHERE a.id = s.id`, ids, seen, changed, names, oses, platforms, addrs, macs)
+		 WHERE a.id = s.id AND (s.changed OR a.last_seen_at < s.seen - $9::interval)`,
+		db.UUIDs(ids), seen, changed, names, oses, platforms, addrs, macs, LastSeenResolution)
 	if err != nil {
 		return fmt.Errorf("assets seen: %w", err)
 	}
@@ -163,7 +171,7 @@ func (Store) Record(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, entries 
 	_, err := tx.Exec(ctx, `
 		INSERT INTO asset_timeline (tenant_id, id, asset_id, at, kind, summary, details)
 		SELECT $1, * FROM unnest($2::uuid[], $3::uuid[], $4::timestamptz[], $5::text[], $6::text[], $7::jsonb[])`,
-		tenantID, ids, assetIDs, ats, kinds, summaries, details)
+		tenantID, db.UUIDs(ids), db.UUIDs(assetIDs), ats, kinds, summaries, details)
 	if err != nil {
 		return fmt.Errorf("asset timeline: %w", err)
 	}

@@ -59,11 +59,18 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(tw, "FIGURE\tMEASURED\tTARGET\tCOMPARED WITH (same run)")
 		for _, n := range names {
 			f := figures[n]
-			fmt.Fprintf(tw, "%s\t%.0f %s\t%s\t%s\n", f.name, f.value, f.unit, f.target, f.against)
+			fmt.Fprintf(tw, "%s\t%s %s\t%s\t%s\n", f.name, formatValue(f.value), f.unit, f.target, f.against)
 		}
 		_ = tw.Flush()
 	}
 	os.Exit(code)
+}
+
+func formatValue(v float64) string {
+	if v >= 1000 {
+		return fmt.Sprintf("%.0f", v)
+	}
+	return fmt.Sprintf("%.3g", v)
 }
 
 // env is one control plane shared by the benchmarks of a run.

@@ -144,3 +144,13 @@ func CheckRuntimeRole(f RoleFacts) error {
 	}
 	return nil
 }
+
+// UUIDs converts ids for array parameters: pgx encodes [16]byte natively,
+// while uuid.UUID goes through driver.Valuer and a string per element.
+func UUIDs(ids []uuid.UUID) [][16]byte {
+	out := make([][16]byte, len(ids))
+	for i, id := range ids {
+		out[i] = id
+	}
+	return out
+}

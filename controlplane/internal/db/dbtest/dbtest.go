@@ -127,13 +127,22 @@ func (d *DB) Drop(ctx context.Context) error {
 	return err
 }
 
+// DurableEnv selects, when set to 1, a private cluster with fsync and
+// synchronous commit on (as production runs), for benchmarks whose figures
+// must be honest; tests use a faster throwaway cluster without them.
+const DurableEnv = "EDGEWARD_TEST_PG_DURABLE"
+
 // SuperuserURL is DATABASE_URL, or the URL of the shared private cluster,
 // started on first use.
 func SuperuserURL(ctx context.Context) (string, error) {
 	if u := os.Getenv("DATABASE_URL"); u != "" {
 		return u, nil
 	}
-	c, err := pgcluster.Ensure(ctx, pgcluster.DefaultTestDir(checkoutRoot()), pgcluster.Options{})
+	dir, opts := pgcluster.DefaultTestDir(checkoutRoot()), pgcluster.Options{}
+	if os.Getenv(DurableEnv) == "1" {
+		dir, opts = dir+"-durable", pgcluster.Options{Durable: true}
+	}
+	c, err := pgcluster.Ensure(ctx, dir, opts)
 	if err != nil {
 		return "", fmt.Errorf("no DATABASE_URL, and the private test cluster failed: %w", err)
 	}
