@@ -3,12 +3,18 @@ package app
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -29,10 +35,11 @@ const (
 
 func runDev(ctx context.Context, args []string, out, errOut io.Writer) error {
 	fs := newFlagSet("dev", "Run a complete local control plane: a private PostgreSQL cluster under --dir\n(started, or reused), migrations, a demo tenant with an admin token, and the server.\nCredentials are written to <dir>/demo.env. Ctrl-C stops the server and the cluster.", errOut)
-	var dir string
+	var dir, agentBin string
 	var sf serveFlags
 	var lf logFlags
 	fs.StringVar(&dir, "dir", ".edgeward", "directory for the cluster, the CA and demo.env")
+	fs.StringVar(&agentBin, "agent", defaultAgentBinary(), "edgeward-agent binary to enroll and run beside the server (empty: none)")
 	sf.register(fs, "")
 	lf.register(fs, "text")
 	log, err := lf.parse(fs, args, errOut)
@@ -85,6 +92,21 @@ func runDev(ctx context.Context, args []string, out, errOut io.Writer) error {
 		_ = s.Shutdown(ctx)
 		return fmt.Errorf("dev: %w", err)
 	}
+	agentNote := "\n(no edgeward-agent binary given: run with --agent PATH to enroll a local agent)\n"
+	if agentBin != "" {
+		stopAgent, agentID, err := devAgent(ctx, s, token, agentBin, dir)
+		if err != nil {
+			_ = s.Shutdown(ctx)
+			return fmt.Errorf("dev: local agent: %w", err)
+		}
+		defer stopAgent()
+		agentNote = fmt.Sprintf(`
+An agent is enrolled and running on this machine: %s
+(state in %s, log in %s). See it with:
+
+  . %s && curl --cacert "$CA" -H "Authorization: Bearer $TOKEN" "$URL/api/v1/agents"
+`, agentID, filepath.Join(dir, "agent"), filepath.Join(dir, "agent.log"), envPath)
+	}
 	fmt.Fprintf(out, `
 Edgeward control plane is running.
 
@@ -95,9 +117,9 @@ Edgeward control plane is running.
 These are also in %s. Try:
 
   . %s && curl --cacert "$CA" -H "Authorization: Bearer $TOKEN" "$URL/api/v1/me"
-
+%s
 Press Ctrl-C to stop.
-`, s.URL, s.CAFile, token, envPath, envPath)
+`, s.URL, s.CAFile, token, envPath, envPath, agentNote)
 	return serveUntilDone(ctx, s)
 }
 
@@ -214,4 +236,82 @@ func shellQuote(s string) string {
 		return "'" + s + "'"
 	}
 	return s
+}
+
+// defaultAgentBinary is edgeward-agent beside this executable, if it is there.
+func defaultAgentBinary() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	p := filepath.Join(filepath.Dir(exe), "edgeward-agent")
+	if _, err := os.Stat(p); err != nil {
+		return ""
+	}
+	return p
+}
+
+// devAgent enrolls a local agent on first use (with an enrollment token from
+// the server's own API, as an administrator would) and runs it until the
+// returned stop function is called.
+func devAgent(ctx context.Context, s *Server, adminToken, bin, dir string) (stop func(), agentID string, err error) {
+	state := filepath.Join(dir, "agent")
+	cfgPath := filepath.Join(state, "config.json")
+	if _, err := os.Stat(cfgPath); err != nil {
+		token, err := devEnrollmentToken(ctx, s, adminToken)
+		if err != nil {
+			return nil, "", err
+		}
+		out, err := exec.CommandContext(ctx, bin, "enroll", "--server", s.URL, "--token", token, "--state-dir", state, "--force").CombinedOutput()
+		if err != nil {
+			return nil, "", fmt.Errorf("enroll: %w\n%s", err, out)
+		}
+	}
+	var cfg struct {
+		AgentID string `json:"agent_id"`
+	}
+	if b, err := os.ReadFile(cfgPath); err == nil {
+		_ = json.Unmarshal(b, &cfg)
+	}
+	logFile, err := os.OpenFile(filepath.Join(dir, "agent.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return nil, "", err
+	}
+	cmd := exec.Command(bin, "run", "--state-dir", state)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		_ = logFile.Close()
+		return nil, "", err
+	}
+	return func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+		_ = logFile.Close()
+	}, cfg.AgentID, nil
+}
+
+func devEnrollmentToken(ctx context.Context, s *Server, adminToken string) (string, error) {
+	pool := x509.NewCertPool()
+	pool.AddCert(s.CA.Cert)
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	defer hc.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, "POST", s.URL+"/api/v1/enrollment-tokens", strings.NewReader(`{"name":"make demo: this machine","labels":{"source":"demo"}}`))
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	var out struct {
+		Token  string `json:"token"`
+		Detail string `json:"detail"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != http.StatusCreated {
+		return "", fmt.Errorf("create enrollment token: %d %s", resp.StatusCode, out.Detail)
+	}
+	return out.Token, nil
 }

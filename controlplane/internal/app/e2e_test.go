@@ -332,6 +332,12 @@ func TestBinaryDev(t *testing.T) {
 		} else {
 			assert.Equal(t, firstToken, vars["TOKEN"], "a restart reuses the valid token")
 		}
+		// make demo runs an enrolled agent beside the server.
+		assert.Contains(t, p.stdout.String(), "An agent is enrolled and running")
+		eventually(t, 30*time.Second, "the demo agent's first heartbeat", func() bool {
+			status, body := get(t, c, vars["URL"]+"/api/v1/agents?status=active", vars["TOKEN"])
+			return status == http.StatusOK && strings.Contains(string(body), `"reports_applied":`) && !strings.Contains(string(body), `"reports_applied":0`)
+		})
 		p.stop(t)
 	}
 }
