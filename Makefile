@@ -14,7 +14,7 @@ LDFLAGS  := -X github.com/edgeward/edgeward/controlplane/internal/app.Version=$(
 TOOL_PKGS := github.com/bufbuild/buf/cmd/buf google.golang.org/protobuf/cmd/protoc-gen-go \
 	connectrpc.com/connect/cmd/protoc-gen-connect-go github.com/oapi-codegen/oapi-codegen/v2/cmd/oapi-codegen
 
-.PHONY: help demo build test bench generate lint fmt tools check-generated spec-lint node-tools new-migration clean
+.PHONY: help demo build cross test bench generate lint fmt tools check-generated spec-lint node-tools new-migration clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -25,6 +25,14 @@ demo: build ## Run the control plane on a private PostgreSQL under ./.edgeward (
 build: ## Build bin/edgeward-controlplane and bin/edgeward-agent.
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/edgeward-controlplane ./controlplane/cmd/edgeward-controlplane
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/edgeward-agent ./agent/cmd/edgeward-agent
+
+AGENT_TARGETS := linux/amd64 linux/arm64 darwin/arm64 windows/amd64
+
+cross: ## Cross-compile the agent for every supported platform into bin/.
+	@for t in $(AGENT_TARGETS); do os=$${t%/*}; arch=$${t#*/}; ext=; [ $$os = windows ] && ext=.exe; \
+		echo "edgeward-agent $$os/$$arch"; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" \
+			-o $(BIN)/edgeward-agent-$$os-$$arch$$ext ./agent/cmd/edgeward-agent || exit 1; done
 
 # Every test, with the race detector: unit, integration on real PostgreSQL
 # (DATABASE_URL, or a private throwaway cluster), and end-to-end tests of the
