@@ -520,3 +520,42 @@ func TestAgentsGoStaleAndListByStatus(t *testing.T) {
 	assert.Equal(t, "not_found", oc.Do("POST", "/api/v1/agents/"+a.AgentID+"/revoke", nil).Problem(t, 404).Code)
 	assert.Equal(t, "active", getAgent(t, env, a.AgentID).Status)
 }
+
+// TestRevocationReachesEveryReplica: two control planes share the
+// database. An agent's identity is cached on replica B; it is revoked
+// through replica A; B refuses the agent as soon as A's notification
+// arrives. While B's notification connection is down, B does not cache.
+func TestRevocationReachesEveryReplica(t *testing.T) {
+	envA := apitest.Start(t)
+	envB := envA.StartReplica(t)
+	a := mustEnroll(t, envA, "m-r", "replicated")
+	onB := &testAgent{Agent: &apitest.Agent{}, t: t}
+	*onB.Agent = *a.Agent
+	onB.Env = envB
+	for i := 0; i < 3; i++ { // B caches the identity
+		_, err := onB.heartbeat(onB.report())
+		require.NoError(t, err)
+	}
+	require.Equal(t, http.StatusOK, envA.Client(t, envA.AdminToken).Do("POST", "/api/v1/agents/"+a.AgentID+"/revoke", nil).Status)
+	deadline := time.Now().Add(5 * time.Second)
+	var err error
+	for time.Now().Before(deadline) {
+		if _, err = onB.heartbeat(onB.report()); err != nil {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	assertRefused(t, err, connect.CodeUnauthenticated, "was revoked")
+
+	// Cut B's notification connection: B must stop trusting its cache.
+	b := mustEnroll(t, envA, "m-r2", "second")
+	onB2 := &testAgent{Agent: &apitest.Agent{}, t: t}
+	*onB2.Agent = *b.Agent
+	onB2.Env = envB
+	_, err = onB2.heartbeat(onB2.report())
+	require.NoError(t, err)
+	terminateListeners(t, envA)
+	require.Equal(t, http.StatusOK, envA.Client(t, envA.AdminToken).Do("POST", "/api/v1/agents/"+b.AgentID+"/revoke", nil).Status)
+	_, err = onB2.heartbeat(onB2.report())
+	assertRefused(t, err, connect.CodeUnauthenticated, "was revoked")
+}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/tls"
+	"github.com/edgeward/edgeward/controlplane/internal/db/dbtest"
+	"github.com/jackc/pgx/v5"
 	"net/http"
 	"testing"
 	"time"
@@ -97,4 +99,20 @@ func getAgent(t *testing.T, env *apitest.Env, id string) agentJSON {
 	var a agentJSON
 	r.JSON(t, &a)
 	return a
+}
+
+// terminateListeners ends every LISTEN connection of the test database, as
+// a network blip or a database restart would.
+func terminateListeners(t *testing.T, env *apitest.Env) {
+	t.Helper()
+	ctx := context.Background()
+	superURL, err := dbtest.SuperuserURL(ctx)
+	require.NoError(t, err)
+	conn, err := pgx.Connect(ctx, superURL)
+	require.NoError(t, err)
+	defer func() { _ = conn.Close(ctx) }()
+	var n int
+	require.NoError(t, conn.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE datname = $1 AND query ILIKE 'LISTEN%'`, env.DB.Name).Scan(&n))
+	require.Positive(t, n, "no listening connection found")
 }

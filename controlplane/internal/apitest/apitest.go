@@ -52,6 +52,8 @@ type Env struct {
 	AdminToken string
 	// Logs holds everything the server logged.
 	Logs *SyncBuffer
+	// Config is the server's configuration (StartReplica reuses it).
+	Config app.ServeConfig
 
 	http *http.Client
 }
@@ -93,7 +95,7 @@ func StartWith(t testing.TB, configure func(*app.ServeConfig)) *Env {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(s.CA.CertPEM)
 	e := &Env{
-		DB: d, Server: s, Index: index, Logs: logs,
+		DB: d, Server: s, Index: index, Logs: logs, Config: cfg,
 		http: &http.Client{
 			Timeout:   30 * time.Second,
 			Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, ForceAttemptHTTP2: true},
@@ -104,6 +106,27 @@ func StartWith(t testing.TB, configure func(*app.ServeConfig)) *Env {
 	}
 	e.Tenant, e.AdminToken = e.NewTenant(t, "acme")
 	return e
+}
+
+// StartReplica starts another control plane on the same database and CA,
+// as a second replica behind a load balancer would be, and returns an Env
+// whose clients talk to it.
+func (e *Env) StartReplica(t testing.TB) *Env {
+	t.Helper()
+	cfg := e.Config
+	cfg.Listen = "127.0.0.1:0"
+	s, err := app.Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("start replica: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := s.Shutdown(context.Background()); err != nil {
+			t.Errorf("shutdown replica: %v", err)
+		}
+	})
+	r := *e
+	r.Server = s
+	return &r
 }
 
 // OperatorContext is a context whose audit actor is a test operator.
