@@ -43,6 +43,8 @@ type Config struct {
 	CertLifetime      time.Duration
 	HeartbeatInterval time.Duration
 	IdentityCacheTTL  time.Duration
+	// Metrics may be nil.
+	Metrics *Metrics
 	// Now is the clock; tests may set it.
 	Now func() time.Time
 }

@@ -321,6 +321,12 @@ func TestHeartbeatsAreAppliedOnceInOrder(t *testing.T) {
 
 	_, err = a.rpc().Heartbeat(context.Background(), connect.NewRequest(&agentv1.HeartbeatRequest{Reports: []*agentv1.Report{{Seq: 0}}}))
 	assertRefused(t, err, connect.CodeInvalidArgument, "start at 1")
+
+	m := env.Client(t, "").Do("GET", "/metrics", nil)
+	assert.Contains(t, string(m.Body), `edgeward_agent_reports_total{result="duplicate"} 2`)
+	assert.Contains(t, string(m.Body), `edgeward_agent_reports_total{result="applied"} 7`)
+	assert.Contains(t, string(m.Body), `edgeward_agent_enrollments_total{result="enrolled"} 1`)
+	assert.Contains(t, string(m.Body), `edgeward_agent_identity_checks_total{result="cache"}`)
 }
 
 func TestRESTHeartbeatIsBoundToTheCertificate(t *testing.T) {

@@ -161,10 +161,14 @@ func (s *Service) Enroll(ctx context.Context, req *connect.Request[agentv1.Enrol
 		return nil
 	})
 	if err != nil {
+		s.cfg.Metrics.enrollment("refused")
 		return nil, s.rpcError(err)
 	}
 	if reenrolled {
+		s.cfg.Metrics.enrollment("reenrolled")
 		s.verifier.Forget(agentID)
+	} else {
+		s.cfg.Metrics.enrollment("enrolled")
 	}
 	s.log.Info("agent enrolled", "tenant_id", tenantID, "agent_id", agentID, "hostname", facts.Hostname, "reenrolled", reenrolled)
 	return connect.NewResponse(&resp), nil

@@ -113,6 +113,7 @@ func (v *Verifier) VerifyTLS(ctx context.Context, state *tls.ConnectionState) (I
 	// since (revocations and rotations evict it).
 	cached, ok, epoch := v.cached(fp, now)
 	if ok && now.Before(leaf.NotAfter) {
+		v.cfg.Metrics.identityCheck("cache")
 		return cached, nil
 	}
 	inter := x509.NewCertPool()
@@ -182,8 +183,10 @@ func (v *Verifier) VerifyTLS(ctx context.Context, state *tls.ConnectionState) (I
 		return nil
 	})
 	if err != nil {
+		v.cfg.Metrics.identityCheck("refused")
 		return Identity{}, err
 	}
+	v.cfg.Metrics.identityCheck("database")
 	if cacheable {
 		v.store(id, now, epoch)
 	}

@@ -129,6 +129,7 @@ func (in *Ingester) Submit(ctx context.Context, id Identity, reports []Report) (
 }
 
 func (in *Ingester) apply(ctx context.Context, batch []*job) {
+	in.cfg.Metrics.batch(len(batch))
 	byTenant := map[uuid.UUID][]*job{}
 	for _, j := range batch {
 		byTenant[j.id.TenantID] = append(byTenant[j.id.TenantID], j)
@@ -328,6 +329,8 @@ func (in *Ingester) applyTenant(ctx context.Context, tenant uuid.UUID, jobs []*j
 			}
 		}
 		results[i].ack = ack
+		in.cfg.Metrics.report("duplicate", ack.Duplicates)
+		in.cfg.Metrics.report("applied", len(ack.Seqs)-ack.Duplicates)
 	}
 	return results, nil
 }

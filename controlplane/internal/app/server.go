@@ -132,7 +132,8 @@ func Start(ctx context.Context, cfg ServeConfig) (*Server, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), poolCollector{pool})
 	authn := &auth.Authenticator{Pool: pool}
-	agentsCfg := agents.Config{Pool: pool, CA: s.CA, Assets: assets.Store{}, CertLifetime: cfg.AgentCertLifetime, HeartbeatInterval: cfg.AgentHeartbeatInterval}
+	agentsCfg := agents.Config{Pool: pool, CA: s.CA, Assets: assets.Store{}, CertLifetime: cfg.AgentCertLifetime,
+		HeartbeatInterval: cfg.AgentHeartbeatInterval, Metrics: agents.NewMetrics(reg)}
 	agentSvc := agents.New(agentsCfg, log)
 	gate := httpx.Config{
 		Index:          index,
