@@ -2,9 +2,9 @@ package agents
 
 import (
 	"crypto/sha256"
-	"encoding/json"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -146,11 +146,65 @@ func (f *Facts) stable() Facts {
 	return c
 }
 
-// Hash fingerprints the stable facts.
+// Hash fingerprints the stable facts. It runs for every report, so it
+// feeds the hash directly instead of encoding the facts first.
 func (f *Facts) Hash() []byte {
-	b, _ := json.Marshal(f.stable())
-	sum := sha256.Sum256(b)
-	return sum[:]
+	h := sha256.New()
+	var buf [20]byte
+	str := func(s string) {
+		h.Write(strconv.AppendInt(buf[:0], int64(len(s)), 10))
+		h.Write([]byte{':'})
+		h.Write([]byte(s))
+	}
+	num := func(n int64) {
+		h.Write(strconv.AppendInt(buf[:0], n, 10))
+		h.Write([]byte{';'})
+	}
+	for _, s := range []string{f.Hostname, f.OS, f.Platform, f.PlatformVersion, f.KernelVersion, f.Arch, f.AgentVersion,
+		f.MachineID, f.HardwareID, f.SerialNumber, f.CPUModel} {
+		str(s)
+	}
+	if f.BootTime != nil {
+		num(f.BootTime.Unix())
+	} else {
+		num(-1)
+	}
+	num(int64(f.CPUCount))
+	num(f.MemoryTotalBytes)
+	ifaces := make([]int, len(f.Interfaces))
+	for i := range ifaces {
+		ifaces[i] = i
+	}
+	sort.Slice(ifaces, func(a, b int) bool { return f.Interfaces[ifaces[a]].Name < f.Interfaces[ifaces[b]].Name })
+	num(int64(len(ifaces)))
+	for _, i := range ifaces {
+		x := f.Interfaces[i]
+		str(x.Name)
+		str(x.MAC)
+		addrs := x.Addresses
+		if !sort.StringsAreSorted(addrs) {
+			addrs = append([]string(nil), addrs...)
+			sort.Strings(addrs)
+		}
+		num(int64(len(addrs)))
+		for _, a := range addrs {
+			str(a)
+		}
+	}
+	disks := make([]int, len(f.Disks))
+	for i := range disks {
+		disks[i] = i
+	}
+	sort.Slice(disks, func(a, b int) bool { return f.Disks[disks[a]].Mountpoint < f.Disks[disks[b]].Mountpoint })
+	num(int64(len(disks)))
+	for _, i := range disks {
+		d := f.Disks[i]
+		str(d.Mountpoint)
+		str(d.Device)
+		str(d.FSType)
+		num(d.TotalBytes) // used bytes change all the time: not a change of the host
+	}
+	return h.Sum(nil)
 }
 
 // Changed lists the JSON names of the stable fields that differ.

@@ -20,9 +20,12 @@ import (
 
 // Report is one heartbeat report of an agent, whichever protocol carried it.
 type Report struct {
-	Seq    uint64
-	At     time.Time
-	Facts  *Facts
+	Seq   uint64
+	At    time.Time
+	Facts *Facts
+	// FactsHash is Facts.Hash(), computed by NewReport on the calling
+	// goroutine so the ingest workers do not.
+	FactsHash []byte
 	Queue  *QueueStats
 	Counts int // observations carried (discovery ingests them)
 }
@@ -237,6 +240,7 @@ func (in *Ingester) applyTenant(ctx context.Context, tenant uuid.UUID, jobs []*j
 			applied := int64(0)
 			hash := row.factsHash
 			var latest *Facts
+			var latestHash []byte
 			var queue *QueueStats
 			for _, rep := range w.reports {
 				if int64(rep.Seq) <= row.lastSeq {
@@ -248,7 +252,7 @@ func (in *Ingester) applyTenant(ctx context.Context, tenant uuid.UUID, jobs []*j
 					queue = rep.Queue
 				}
 				if rep.Facts != nil {
-					h := rep.Facts.Hash()
+					h := rep.factsHash()
 					if string(h) != string(hash) {
 						if len(changes) == 0 || changes[len(changes)-1].agent != id {
 							changes = append(changes, change{agent: id, isBase: true})
@@ -257,7 +261,7 @@ func (in *Ingester) applyTenant(ctx context.Context, tenant uuid.UUID, jobs []*j
 						changes = append(changes, change{agent: id, asset: row.assetID, at: rep.At, seq: rep.Seq, facts: rep.Facts})
 						hash = h
 					}
-					latest = rep.Facts
+					latest, latestHash = rep.Facts, h
 				}
 			}
 			newLast[id] = last
@@ -266,7 +270,7 @@ func (in *Ingester) applyTenant(ctx context.Context, tenant uuid.UUID, jobs []*j
 					Summary: "first heartbeat from agent " + w.hostname, Details: map[string]any{"agent_id": id.String()}})
 			}
 			s := assets.Sighting{AssetID: row.assetID, LastSeen: now}
-			factsChanged := latest != nil && string(latest.Hash()) != string(row.factsHash)
+			factsChanged := latest != nil && string(latestHash) != string(row.factsHash)
 			if factsChanged {
 				ips, macs := latest.Addresses()
 				s.Host = &assets.Host{Name: latest.Hostname, OS: latest.OS, Platform: latest.Platform, Addresses: ips, MACs: macs}
@@ -333,6 +337,13 @@ func (in *Ingester) applyTenant(ctx context.Context, tenant uuid.UUID, jobs []*j
 		in.cfg.Metrics.report("applied", len(ack.Seqs)-ack.Duplicates)
 	}
 	return results, nil
+}
+
+func (r *Report) factsHash() []byte {
+	if r.FactsHash == nil && r.Facts != nil {
+		r.FactsHash = r.Facts.Hash()
+	}
+	return r.FactsHash
 }
 
 func storedFacts(ctx context.Context, tx pgx.Tx, ids []uuid.UUID) (map[uuid.UUID]*Facts, error) {

@@ -99,6 +99,7 @@ func (s *Service) Heartbeat(ctx context.Context, req *connect.Request[agentv1.He
 		if q := m.GetQueue(); q != nil {
 			r.Queue = &QueueStats{Depth: int64(q.GetDepth()), Dropped: int64(q.GetDropped())}
 		}
+		r.factsHash()
 		reports = append(reports, r)
 	}
 	ack, err := s.ingester.Submit(ctx, id, reports)

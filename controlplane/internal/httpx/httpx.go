@@ -93,6 +93,10 @@ func RPCHandler(cfg Config, next http.Handler) http.Handler {
 	return cfg.instrument(func(w *recorder, r *http.Request) {
 		w.procedure = r.URL.Path
 		next.ServeHTTP(w, r)
+		// gRPC carries errors in trailers with HTTP 200.
+		if s := w.Header().Get("Grpc-Status"); s != "" && s != "0" {
+			w.markFailed()
+		}
 	})
 }
 
@@ -475,7 +479,13 @@ func (cfg Config) finish(rec *recorder, r *http.Request, start time.Time) {
 			slog.String("principal_id", rec.caller.PrincipalID.String()),
 			slog.String("token_id", rec.caller.TokenID.String()))
 	}
-	cfg.Logger.LogAttrs(r.Context(), slog.LevelInfo, "http request", attrs...)
+	// Agents call every interval, by the thousand: their successful calls
+	// are logged at debug level; failures, and every REST call, at info.
+	level := slog.LevelInfo
+	if rec.procedure != "" && rec.status < 400 && !rec.failed {
+		level = slog.LevelDebug
+	}
+	cfg.Logger.LogAttrs(r.Context(), level, "http request", attrs...)
 	if cfg.Metrics != nil {
 		cfg.Metrics.observe(opID, r.Method, rec.status, elapsed)
 	}
@@ -489,6 +499,7 @@ type recorder struct {
 	wroteHeader bool
 	operation   *api.Operation
 	procedure   string
+	failed      bool
 	caller      caller.Caller
 }
 
@@ -498,6 +509,10 @@ func (w *recorder) Flush() {
 		f.Flush()
 	}
 }
+
+// markFailed notes a failed RPC: Connect reports errors with HTTP 200 in
+// some protocols (gRPC), so the status alone does not tell.
+func (w *recorder) markFailed() { w.failed = true }
 
 func (w *recorder) WriteHeader(code int) {
 	if !w.wroteHeader {
