@@ -14,11 +14,10 @@ package enrollment
 import (
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/base32"
-	"encoding/binary"
 	"errors"
-	"hash/crc32"
 	"strings"
+
+	"github.com/edgeward/edgeward/proto/credential"
 )
 
 // Prefix starts every enrollment token.
@@ -28,15 +27,11 @@ const (
 	secretLen  = 32
 	tenantLen  = 16
 	fpLen      = sha256.Size
-	payloadLen = secretLen + tenantLen + fpLen + 4
+	payloadLen = secretLen + tenantLen + fpLen
 )
 
-var (
-	encoding   = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
-	castagnoli = crc32.MakeTable(crc32.Castagnoli)
-	// TokenLen is the length of every token string.
-	TokenLen = len(Prefix) + encoding.EncodedLen(payloadLen)
-)
+// TokenLen is the length of every token string.
+var TokenLen = credential.Len(Prefix, payloadLen)
 
 // ErrMalformed means the string cannot be an enrollment token.
 var ErrMalformed = errors.New("not an Edgeward enrollment token (they start with ewe_ and carry a checksum)")
@@ -58,22 +53,15 @@ func New(tenantID [16]byte, caFingerprint [32]byte) (string, Token) {
 	_, _ = rand.Read(payload[:secretLen])
 	copy(payload[secretLen:], tenantID[:])
 	copy(payload[secretLen+tenantLen:], caFingerprint[:])
-	binary.BigEndian.PutUint32(payload[payloadLen-4:], crc32.Checksum(payload[:payloadLen-4], castagnoli))
-	s := Prefix + encoding.EncodeToString(payload)
+	s := credential.Encode(Prefix, payload)
 	return s, Token{TenantID: tenantID, CAFingerprint: caFingerprint, Hash: sha256.Sum256([]byte(s))}
 }
 
 // Parse checks a token's form and checksum.
 func Parse(s string) (Token, error) {
 	s = strings.TrimSpace(s)
-	if len(s) != TokenLen || !strings.HasPrefix(s, Prefix) {
-		return Token{}, ErrMalformed
-	}
-	payload, err := encoding.DecodeString(s[len(Prefix):])
-	if err != nil || len(payload) != payloadLen {
-		return Token{}, ErrMalformed
-	}
-	if crc32.Checksum(payload[:payloadLen-4], castagnoli) != binary.BigEndian.Uint32(payload[payloadLen-4:]) {
+	payload, err := credential.Decode(Prefix, s, payloadLen)
+	if err != nil {
 		return Token{}, ErrMalformed
 	}
 	var t Token

@@ -171,11 +171,7 @@ func (f *Facts) Hash() []byte {
 	}
 	num(int64(f.CPUCount))
 	num(f.MemoryTotalBytes)
-	ifaces := make([]int, len(f.Interfaces))
-	for i := range ifaces {
-		ifaces[i] = i
-	}
-	sort.Slice(ifaces, func(a, b int) bool { return f.Interfaces[ifaces[a]].Name < f.Interfaces[ifaces[b]].Name })
+	ifaces := sortedOrder(len(f.Interfaces), func(a, b int) bool { return f.Interfaces[a].Name < f.Interfaces[b].Name })
 	num(int64(len(ifaces)))
 	for _, i := range ifaces {
 		x := f.Interfaces[i]
@@ -191,11 +187,7 @@ func (f *Facts) Hash() []byte {
 			str(a)
 		}
 	}
-	disks := make([]int, len(f.Disks))
-	for i := range disks {
-		disks[i] = i
-	}
-	sort.Slice(disks, func(a, b int) bool { return f.Disks[disks[a]].Mountpoint < f.Disks[disks[b]].Mountpoint })
+	disks := sortedOrder(len(f.Disks), func(a, b int) bool { return f.Disks[a].Mountpoint < f.Disks[b].Mountpoint })
 	num(int64(len(disks)))
 	for _, i := range disks {
 		d := f.Disks[i]
@@ -205,6 +197,16 @@ func (f *Facts) Hash() []byte {
 		num(d.TotalBytes) // used bytes change all the time: not a change of the host
 	}
 	return h.Sum(nil)
+}
+
+// sortedOrder is the order of n elements under less, without moving them.
+func sortedOrder(n int, less func(a, b int) bool) []int {
+	order := make([]int, n)
+	for i := range order {
+		order[i] = i
+	}
+	sort.Slice(order, func(a, b int) bool { return less(order[a], order[b]) })
+	return order
 }
 
 // Changed lists the JSON names of the stable fields that differ.

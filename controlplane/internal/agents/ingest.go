@@ -26,8 +26,8 @@ type Report struct {
 	// FactsHash is Facts.Hash(), computed by NewReport on the calling
 	// goroutine so the ingest workers do not.
 	FactsHash []byte
-	Queue  *QueueStats
-	Counts int // observations carried (discovery ingests them)
+	Queue     *QueueStats
+	Counts    int // observations carried (discovery ingests them)
 }
 
 // QueueStats are the agent's own queue figures.

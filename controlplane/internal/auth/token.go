@@ -11,13 +11,11 @@ package auth
 import (
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/base32"
-	"encoding/binary"
 	"errors"
-	"hash/crc32"
-	"strings"
 
 	"github.com/google/uuid"
+
+	"github.com/edgeward/edgeward/proto/credential"
 )
 
 // TokenPrefix starts every API token.
@@ -25,15 +23,11 @@ const TokenPrefix = "ew_"
 
 const (
 	secretLen  = 32 // 256 random bits
-	payloadLen = secretLen + 16 + 4
+	payloadLen = secretLen + 16
 )
 
-var (
-	encoding   = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
-	castagnoli = crc32.MakeTable(crc32.Castagnoli)
-	// TokenLen is the length of every token string.
-	TokenLen = len(TokenPrefix) + encoding.EncodedLen(payloadLen)
-)
+// TokenLen is the length of every token string.
+var TokenLen = credential.Len(TokenPrefix, payloadLen)
 
 // ErrMalformedToken means the string cannot be an Edgeward API token.
 var ErrMalformedToken = errors.New("not an Edgeward API token")
@@ -44,25 +38,18 @@ func NewToken(tenantID uuid.UUID) (token string, hash []byte) {
 	// crypto/rand.Read never returns an error on supported platforms.
 	_, _ = rand.Read(payload[:secretLen])
 	copy(payload[secretLen:], tenantID[:])
-	binary.BigEndian.PutUint32(payload[secretLen+16:], crc32.Checksum(payload[:secretLen+16], castagnoli))
-	token = TokenPrefix + encoding.EncodeToString(payload)
+	token = credential.Encode(TokenPrefix, payload)
 	return token, HashToken(token)
 }
 
 // ParseToken checks a token's form and checksum and returns its tenant and
 // the hash to look up.
 func ParseToken(token string) (tenantID uuid.UUID, hash []byte, err error) {
-	if len(token) != TokenLen || !strings.HasPrefix(token, TokenPrefix) {
+	payload, err := credential.Decode(TokenPrefix, token, payloadLen)
+	if err != nil {
 		return uuid.Nil, nil, ErrMalformedToken
 	}
-	payload, err := encoding.DecodeString(token[len(TokenPrefix):])
-	if err != nil || len(payload) != payloadLen {
-		return uuid.Nil, nil, ErrMalformedToken
-	}
-	if crc32.Checksum(payload[:secretLen+16], castagnoli) != binary.BigEndian.Uint32(payload[secretLen+16:]) {
-		return uuid.Nil, nil, ErrMalformedToken
-	}
-	copy(tenantID[:], payload[secretLen:secretLen+16])
+	copy(tenantID[:], payload[secretLen:])
 	return tenantID, HashToken(token), nil
 }
 
