@@ -124,12 +124,20 @@ func factsFromAPI(a *api.HostFacts) *Facts {
 	return f
 }
 
+// bootTimeResolution (seconds) absorbs the jitter of boot times that some
+// systems derive from the clock and the uptime; a reboot moves it by more.
+const bootTimeResolution = 60
+
 // stable is the part of the facts whose change is worth a timeline entry:
 // everything but uptime and how full the disks are, with lists in a fixed
 // order.
 func (f *Facts) stable() Facts {
 	c := *f
 	c.UptimeSeconds = 0
+	if f.BootTime != nil {
+		b := time.Unix(f.BootTime.Unix()/bootTimeResolution*bootTimeResolution, 0).UTC()
+		c.BootTime = &b
+	}
 	c.Interfaces = append([]Interface(nil), f.Interfaces...)
 	sort.Slice(c.Interfaces, func(i, j int) bool { return c.Interfaces[i].Name < c.Interfaces[j].Name })
 	for i := range c.Interfaces {
@@ -165,7 +173,7 @@ func (f *Facts) Hash() []byte {
 		str(s)
 	}
 	if f.BootTime != nil {
-		num(f.BootTime.Unix())
+		num(f.BootTime.Unix() / bootTimeResolution)
 	} else {
 		num(-1)
 	}

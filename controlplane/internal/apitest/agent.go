@@ -53,12 +53,15 @@ func CSR(t testing.TB, key *ecdsa.PrivateKey) []byte {
 	return der
 }
 
+// bootTime is when every simulated machine booted.
+var bootTime = time.Date(2026, 11, 1, 8, 0, 0, 0, time.UTC)
+
 // Facts are plausible host facts for a simulated machine.
 func Facts(machineID, hostname string) *agentv1.HostFacts {
 	return &agentv1.HostFacts{
 		Hostname: hostname, Os: "linux", Platform: "debian", PlatformVersion: "12", KernelVersion: "6.1.0-28-amd64", Arch: "amd64",
 		MachineId: machineID, AgentVersion: "test", CpuCount: 8, CpuModel: "Test CPU", MemoryTotalBytes: 16 << 30,
-		Uptime: durationpb.New(time.Hour), BootTime: timestamppb.New(time.Now().Add(-time.Hour).Truncate(time.Second)),
+		Uptime: durationpb.New(time.Hour), BootTime: timestamppb.New(bootTime),
 		Interfaces: []*agentv1.NetworkInterface{{Name: "eth0", Mac: "02:00:00:00:00:01", Addresses: []string{"192.0.2.10/24", "fe80::1/64"}}},
 		Disks:      []*agentv1.Disk{{Mountpoint: "/", Device: "/dev/sda1", Fstype: "ext4", TotalBytes: 256 << 30, UsedBytes: 100 << 30}},
 	}
