@@ -54,8 +54,8 @@ func (s *Service) Enroll(ctx context.Context, req *connect.Request[agentv1.Enrol
 	reenrolled := false
 	err = db.InTenant(ctx, s.cfg.Pool, tenantID, func(tx pgx.Tx) error {
 		var t EnrollmentToken
-		err := tx.QueryRow(ctx, `SELECT id, site_id, labels, max_uses, uses, expires_at, revoked_at FROM enrollment_tokens WHERE token_hash = $1 FOR UPDATE`, tok.Hash[:]).
-			Scan(&t.ID, &t.SiteID, &t.Labels, &t.MaxUses, &t.Uses, &t.ExpiresAt, &t.RevokedAt)
+		err := tx.QueryRow(ctx, `SELECT id, site_id, labels, max_uses, uses, expires_at, revoked_at, created_at FROM enrollment_tokens WHERE token_hash = $1 FOR UPDATE`, tok.Hash[:]).
+			Scan(&t.ID, &t.SiteID, &t.Labels, &t.MaxUses, &t.Uses, &t.ExpiresAt, &t.RevokedAt, &t.CreatedAt)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return refuse(connect.CodeUnauthenticated, "this enrollment token is not known to the control plane")
 		}
@@ -71,12 +71,14 @@ func (s *Service) Enroll(ctx context.Context, req *connect.Request[agentv1.Enrol
 			return refuse(connect.CodeUnauthenticated, "this enrollment token expired at %s; ask for a new one", t.ExpiresAt.UTC().Format(time.RFC3339))
 		}
 
-		var revokedHere bool
-		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM agents WHERE machine_id = $1 AND enrollment_token_id = $2 AND revoked_at IS NOT NULL)`,
-			facts.MachineID, t.ID).Scan(&revokedHere); err != nil {
+		// A machine whose agent was revoked comes back only with a token
+		// issued after the revocation.
+		var revokedAfterToken bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM agents WHERE machine_id = $1 AND revoked_at >= $2)`,
+			facts.MachineID, t.CreatedAt).Scan(&revokedAfterToken); err != nil {
 			return err
 		}
-		if revokedHere {
+		if revokedAfterToken {
 			return refuse(connect.CodeUnauthenticated, "this machine's agent was revoked; enrolling it again needs a new enrollment token")
 		}
 

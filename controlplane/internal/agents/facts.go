@@ -50,6 +50,57 @@ type Disk struct {
 	UsedBytes  int64  `json:"used_bytes,omitempty"`
 }
 
+// Limits on what an agent may report about its host. Agents are not
+// trusted to be well-behaved: a NUL byte or a megabyte hostname must not
+// reach PostgreSQL (which rejects NUL in text and jsonb).
+const (
+	maxFactLen   = 500
+	maxFactItems = 256
+	maxAddresses = 64
+)
+
+// clean makes an agent-supplied string safe to store: valid UTF-8, no NUL,
+// bounded length.
+func clean(s string) string {
+	if strings.IndexByte(s, 0) >= 0 {
+		s = strings.ReplaceAll(s, "\x00", "")
+	}
+	s = strings.ToValidUTF8(s, "")
+	if len(s) > maxFactLen {
+		s = strings.ToValidUTF8(s[:maxFactLen], "")
+	}
+	return s
+}
+
+// sanitize applies clean to every string and bounds every list.
+func (f *Facts) sanitize() *Facts {
+	for _, p := range []*string{&f.Hostname, &f.OS, &f.Platform, &f.PlatformVersion, &f.KernelVersion, &f.Arch, &f.AgentVersion,
+		&f.MachineID, &f.HardwareID, &f.SerialNumber, &f.CPUModel} {
+		*p = clean(*p)
+	}
+	if len(f.Interfaces) > maxFactItems {
+		f.Interfaces = f.Interfaces[:maxFactItems]
+	}
+	for i := range f.Interfaces {
+		x := &f.Interfaces[i]
+		x.Name, x.MAC = clean(x.Name), clean(x.MAC)
+		if len(x.Addresses) > maxAddresses {
+			x.Addresses = x.Addresses[:maxAddresses]
+		}
+		for j := range x.Addresses {
+			x.Addresses[j] = clean(x.Addresses[j])
+		}
+	}
+	if len(f.Disks) > maxFactItems {
+		f.Disks = f.Disks[:maxFactItems]
+	}
+	for i := range f.Disks {
+		d := &f.Disks[i]
+		d.Mountpoint, d.Device, d.FSType = clean(d.Mountpoint), clean(d.Device), clean(d.FSType)
+	}
+	return f
+}
+
 // factsFromProto converts the Connect form.
 func factsFromProto(p *agentv1.HostFacts) *Facts {
 	if p == nil {
@@ -74,7 +125,7 @@ func factsFromProto(p *agentv1.HostFacts) *Facts {
 	for _, d := range p.GetDisks() {
 		f.Disks = append(f.Disks, Disk{Mountpoint: d.GetMountpoint(), Device: d.GetDevice(), FSType: d.GetFstype(), TotalBytes: int64(d.GetTotalBytes()), UsedBytes: int64(d.GetUsedBytes())})
 	}
-	return f
+	return f.sanitize()
 }
 
 // factsFromAPI converts the REST form.
@@ -121,7 +172,7 @@ func factsFromAPI(a *api.HostFacts) *Facts {
 			f.Disks = append(f.Disks, Disk{Mountpoint: d.Mountpoint, Device: s(d.Device), FSType: s(d.Fstype), TotalBytes: i64(d.TotalBytes), UsedBytes: i64(d.UsedBytes)})
 		}
 	}
-	return f
+	return f.sanitize()
 }
 
 // bootTimeResolution (seconds) absorbs the jitter of boot times that some

@@ -163,17 +163,25 @@ func (v *Verifier) VerifyTLS(ctx context.Context, state *tls.ConnectionState) (I
 			return idErr(CodeCertReplaced, "this certificate of agent %s was replaced by a newer one; use the newest certificate", id.AgentID)
 		case state == "current" && firstUsed == nil:
 			// The first use of a rotated certificate ends the rotation: the
-			// certificate it replaces stops working.
-			if _, err := tx.Exec(ctx, `UPDATE agent_certificates SET first_used_at = $3 WHERE fingerprint = $1 AND agent_id = $2`, id.Fingerprint[:], id.AgentID, now); err != nil {
+			// certificate it replaces stops working. The agent row is locked
+			// first, in the same order as revocation and rotation.
+			if _, err := tx.Exec(ctx, `SELECT 1 FROM agents WHERE id = $1 FOR UPDATE`, id.AgentID); err != nil {
 				return err
 			}
-			tag, err := tx.Exec(ctx, `UPDATE agent_certificates SET state = 'retired' WHERE agent_id = $1 AND state = 'previous'`, id.AgentID)
+			tag, err := tx.Exec(ctx, `UPDATE agent_certificates SET first_used_at = $3
+				WHERE fingerprint = $1 AND agent_id = $2 AND state = 'current' AND first_used_at IS NULL`, id.Fingerprint[:], id.AgentID, now)
 			if err != nil {
 				return err
 			}
-			if tag.RowsAffected() > 0 {
-				if err := notifyIdentityChanged(ctx, tx, id.AgentID); err != nil {
+			if tag.RowsAffected() == 1 {
+				tag, err = tx.Exec(ctx, `UPDATE agent_certificates SET state = 'retired' WHERE agent_id = $1 AND state = 'previous'`, id.AgentID)
+				if err != nil {
 					return err
+				}
+				if tag.RowsAffected() > 0 {
+					if err := notifyIdentityChanged(ctx, tx, id.AgentID); err != nil {
+						return err
+					}
 				}
 			}
 			cacheable = true

@@ -139,6 +139,21 @@ func (in *Ingester) apply(ctx context.Context, batch []*job) {
 	}
 	for tenant, jobs := range byTenant {
 		results, err := in.applyTenant(ctx, tenant, jobs)
+		if err != nil && len(jobs) > 1 {
+			// One bad heartbeat must not fail its neighbours: apply them
+			// one by one, so only the culprit gets the error.
+			in.log.Warn("heartbeat batch failed; applying one by one", "tenant_id", tenant, "heartbeats", len(jobs), "error", err.Error())
+			for _, j := range jobs {
+				one, err := in.applyTenant(ctx, tenant, []*job{j})
+				if err != nil {
+					in.log.Error("heartbeat ingest failed", "tenant_id", tenant, "agent_id", j.id.AgentID, "error", err.Error())
+					j.done <- jobResult{err: err}
+					continue
+				}
+				j.done <- one[0]
+			}
+			continue
+		}
 		for i, j := range jobs {
 			if err != nil {
 				j.done <- jobResult{err: err}

@@ -52,6 +52,10 @@ func (s *Service) Verifier() *Verifier { return s.verifier }
 
 type tlsKey struct{}
 
+// MaxMessageBytes bounds one agent protocol message, compressed or not: a
+// heartbeat of 200 reports with full facts fits many times over.
+const MaxMessageBytes = 4 << 20
+
 // Handlers returns the Connect handlers of the agent protocol, by path
 // prefix. They serve Connect, gRPC and gRPC-Web.
 func (s *Service) Handlers(opts ...connect.HandlerOption) map[string]http.Handler {
@@ -60,11 +64,17 @@ func (s *Service) Handlers(opts ...connect.HandlerOption) map[string]http.Handle
 			h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), tlsKey{}, r.TLS)))
 		})
 	}
-	// Heartbeat responses are tiny: compressing them costs more than it saves.
-	opts = append([]connect.HandlerOption{connect.WithCompressMinBytes(4096)}, opts...)
+	// Heartbeat responses are tiny: compressing them costs more than it
+	// saves. Messages are bounded before and after decompression, because
+	// Enroll is open to anyone who can reach the listener.
+	opts = append([]connect.HandlerOption{
+		connect.WithCompressMinBytes(4096),
+		connect.WithReadMaxBytes(MaxMessageBytes),
+	}, opts...)
+	limit := func(h http.Handler) http.Handler { return http.MaxBytesHandler(h, MaxMessageBytes) }
 	enrollPath, enroll := agentv1connect.NewEnrollmentServiceHandler(s, opts...)
 	agentPath, agent := agentv1connect.NewAgentServiceHandler(s, opts...)
-	return map[string]http.Handler{enrollPath: enroll, agentPath: withTLS(agent)}
+	return map[string]http.Handler{enrollPath: limit(enroll), agentPath: limit(withTLS(agent))}
 }
 
 // authenticate checks the calling agent's client certificate.
@@ -139,6 +149,13 @@ func (s *Service) RotateCertificate(ctx context.Context, req *connect.Request[ag
 		}
 		if revoked {
 			return idErr(CodeAgentRevoked, "agent %s was revoked", id.AgentID)
+		}
+		// Under the agent's lock, the calling certificate must still be one
+		// the server accepts: a cached identity may be a moment out of date.
+		var state string
+		err := tx.QueryRow(ctx, `SELECT state FROM agent_certificates WHERE fingerprint = $1 AND agent_id = $2`, id.Fingerprint[:], id.AgentID).Scan(&state)
+		if err != nil || state == "retired" {
+			return idErr(CodeCertReplaced, "this certificate of agent %s was replaced by a newer one; use the newest certificate", id.AgentID)
 		}
 		if _, err := tx.Exec(ctx, `
 			UPDATE agent_certificates SET state = CASE WHEN fingerprint = $2 THEN 'previous' ELSE 'retired' END

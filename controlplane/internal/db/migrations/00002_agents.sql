@@ -140,7 +140,27 @@ ALTER TABLE agents FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON agents
     USING (tenant_id = app_current_tenant())
     WITH CHECK (tenant_id = app_current_tenant());
-GRANT SELECT, INSERT, UPDATE ON agents TO edgeward_app;
+GRANT SELECT, INSERT ON agents TO edgeward_app;
+-- An agent's tenant, id and machine never change.
+GRANT UPDATE (hostname, os, platform, platform_version, kernel_version, arch, agent_version, facts, facts_hash,
+              labels, site_id, enrollment_token_id, asset_id, enrolled_at, last_seen_at, heartbeat_interval_seconds,
+              queue_depth, queue_dropped, last_seq, reports_applied, revoked_at, revoked_by) ON agents TO edgeward_app;
+
+-- Revocation is final: no code path, buggy or not, brings a revoked agent back.
+-- +goose StatementBegin
+CREATE FUNCTION agents_revocation_is_final() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+BEGIN
+    IF OLD.revoked_at IS NOT NULL AND (NEW.revoked_at IS DISTINCT FROM OLD.revoked_at) THEN
+        RAISE EXCEPTION 'agent % is revoked; revocation cannot be undone', OLD.id
+            USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NEW;
+END;
+$$;
+-- +goose StatementEnd
+CREATE TRIGGER agents_revocation_is_final BEFORE UPDATE ON agents
+    FOR EACH ROW EXECUTE FUNCTION agents_revocation_is_final();
 
 -- Certificates issued to agents. The server accepts the agent's `current`
 -- certificate, and its `previous` one until the current one is first used,
@@ -164,11 +184,30 @@ ALTER TABLE agent_certificates FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON agent_certificates
     USING (tenant_id = app_current_tenant())
     WITH CHECK (tenant_id = app_current_tenant());
-GRANT SELECT, INSERT, UPDATE ON agent_certificates TO edgeward_app;
+GRANT SELECT, INSERT ON agent_certificates TO edgeward_app;
+GRANT UPDATE (state, first_used_at) ON agent_certificates TO edgeward_app;
+
+-- A retired certificate stays retired.
+-- +goose StatementBegin
+CREATE FUNCTION agent_certificates_retirement_is_final() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+BEGIN
+    IF OLD.state = 'retired' AND NEW.state <> 'retired' THEN
+        RAISE EXCEPTION 'certificate of agent % is retired; it cannot be used again', OLD.agent_id
+            USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NEW;
+END;
+$$;
+-- +goose StatementEnd
+CREATE TRIGGER agent_certificates_retirement_is_final BEFORE UPDATE ON agent_certificates
+    FOR EACH ROW EXECUTE FUNCTION agent_certificates_retirement_is_final();
 
 -- +goose Down
 DROP TABLE agent_certificates;
+DROP FUNCTION agent_certificates_retirement_is_final();
 DROP TABLE agents;
+DROP FUNCTION agents_revocation_is_final();
 DROP TABLE asset_timeline;
 DROP TABLE assets;
 DROP TABLE enrollment_tokens;
