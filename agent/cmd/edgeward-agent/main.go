@@ -11,6 +11,9 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"flag"
 	"fmt"
@@ -18,6 +21,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"syscall"
@@ -25,6 +29,7 @@ import (
 
 	"github.com/edgeward/edgeward/agent/internal/collect"
 	"github.com/edgeward/edgeward/agent/internal/identity"
+	"github.com/edgeward/edgeward/agent/internal/queue"
 	"github.com/edgeward/edgeward/agent/internal/reporter"
 	"github.com/edgeward/edgeward/agent/internal/service"
 	"github.com/edgeward/edgeward/agent/internal/transport"
@@ -158,6 +163,16 @@ func cmdEnroll(args []string, out, errOut io.Writer) error {
 	if err := os.MkdirAll(*dir, 0o700); err != nil {
 		return fmt.Errorf("create state directory: %w", err)
 	}
+	// Holding the queue's lock keeps a running agent and this command from
+	// changing the state directory at the same time.
+	q, err := queue.Open(filepath.Join(*dir, reporter.QueueFile), queue.Options{})
+	if errors.Is(err, queue.ErrLocked) {
+		return fmt.Errorf("an agent is running with %s; stop it first (edgeward-agent stop)", *dir)
+	}
+	if err != nil {
+		return err
+	}
+	defer func() { _ = q.Close() }()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -168,27 +183,34 @@ func cmdEnroll(args []string, out, errOut io.Writer) error {
 	if facts.GetMachineId() == "" {
 		return errors.New("could not read a machine id for this host (e.g. /etc/machine-id); one identity per machine needs one")
 	}
-	key, err := identity.NewKey()
+	previous, _ := identity.Peek(*dir)
+	enr, err := identity.BeginEnrollment(*dir)
 	if err != nil {
-		return err
-	}
-	// The key is on disk before the server ever signs it.
-	if err := identity.SaveKey(*dir, key); err != nil {
 		return fmt.Errorf("save key: %w", err)
 	}
-	csr, err := identity.CSR(key, facts.GetHostname())
+	csr, err := identity.CSR(enr.Key, facts.GetHostname())
 	if err != nil {
 		return err
 	}
-	resp, err := transport.Enroll(ctx, srv, &agentv1.EnrollRequest{Token: strings.TrimSpace(*token), CsrDer: csr, Facts: facts})
+	req := &agentv1.EnrollRequest{Token: strings.TrimSpace(*token), CsrDer: csr, Facts: facts}
+	if previous != nil {
+		// Prove this machine holds its current identity, so it keeps its
+		// agent id.
+		digest := sha256.Sum256(csr)
+		if sig, err := ecdsa.SignASN1(rand.Reader, previous.Key, digest[:]); err == nil {
+			req.PreviousCertificateDer, req.PreviousSignature = previous.Cert.Raw, sig
+		}
+	}
+	resp, err := transport.Enroll(ctx, srv, req)
 	if err != nil {
+		enr.Abandon()
 		return fmt.Errorf("enroll with %s: %w", srv, err)
 	}
 	cfg := identity.Config{
 		Server: srv, AgentID: resp.GetAgentId(), TenantID: resp.GetTenantId(),
 		HeartbeatIntervalSeconds: int(resp.GetHeartbeatInterval().AsDuration() / time.Second), EnrolledAt: time.Now().UTC(),
 	}
-	if err := identity.SaveEnrollment(*dir, cfg, resp.GetCertificateDer(), resp.GetCaCertificatesDer()[0]); err != nil {
+	if _, err := enr.Enrolled(cfg, resp.GetCertificateDer(), resp.GetCaCertificatesDer()[0]); err != nil {
 		return err
 	}
 	again := ""
@@ -257,7 +279,7 @@ func cmdStatus(args []string, out, errOut io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	id, err := identity.Load(*dir)
+	id, err := identity.Peek(*dir)
 	if err != nil {
 		return err
 	}

@@ -100,27 +100,37 @@ func Exists(dir string) bool {
 	return false
 }
 
-// SaveKey writes a new private key as agent.key, before it is used in a CSR,
-// so the key of any certificate the server issues is already on disk.
-func SaveKey(dir string, key *ecdsa.PrivateKey) error {
-	return writeKey(filepath.Join(dir, KeyFile), key)
+// BeginEnrollment stores a fresh key as agent.key.next, before it is used
+// in a CSR, so the key of any certificate the server issues is on disk. An
+// identity already in the directory stays in use until Enrolled promotes
+// the new one: a failed enrollment leaves a working agent working.
+func BeginEnrollment(dir string) (*Rotation, error) {
+	_ = os.Remove(filepath.Join(dir, CertFile+nextSuffix))
+	key, err := NewKey()
+	if err != nil {
+		return nil, err
+	}
+	if err := writeKey(filepath.Join(dir, KeyFile+nextSuffix), key); err != nil {
+		return nil, err
+	}
+	return &Rotation{dir: dir, Key: key}, nil
 }
 
-// SaveEnrollment records what Enroll returned.
-func SaveEnrollment(dir string, cfg Config, certDER, caDER []byte) error {
-	if _, err := x509.ParseCertificate(certDER); err != nil {
-		return fmt.Errorf("the control plane returned an unreadable certificate: %w", err)
-	}
+// Enrolled records what Enroll returned and promotes the new identity.
+func (r *Rotation) Enrolled(cfg Config, certDER, caDER []byte) (*Identity, error) {
 	if _, err := x509.ParseCertificate(caDER); err != nil {
-		return fmt.Errorf("the control plane returned an unreadable CA certificate: %w", err)
+		return nil, fmt.Errorf("the control plane returned an unreadable CA certificate: %w", err)
 	}
-	if err := writeFile(filepath.Join(dir, CAFile), pemBytes("CERTIFICATE", caDER), 0o644); err != nil {
-		return err
+	if err := r.SaveCertificate(certDER); err != nil {
+		return nil, err
 	}
-	if err := writeFile(filepath.Join(dir, CertFile), pemBytes("CERTIFICATE", certDER), 0o644); err != nil {
-		return err
+	if err := writeFile(filepath.Join(r.dir, CAFile), pemBytes("CERTIFICATE", caDER), 0o644); err != nil {
+		return nil, err
 	}
-	return SaveConfig(dir, cfg)
+	if err := SaveConfig(r.dir, cfg); err != nil {
+		return nil, err
+	}
+	return r.Finish()
 }
 
 // SaveConfig writes config.json.
@@ -148,75 +158,106 @@ func LoadConfig(dir string) (Config, error) {
 	return cfg, nil
 }
 
+// Peek reads the identity without changing the state directory, for
+// commands such as status that may run beside a running agent.
+func Peek(dir string) (*Identity, error) {
+	id, _, _, err := choose(dir)
+	return id, err
+}
+
 // Load reads the identity. Of the key and certificate files present
 // (agent.key, agent.crt and their .next forms from a rotation), it takes the
 // newest certificate whose public key matches a key; if that pair was a
-// rotation's .next files, it finishes promoting them.
+// rotation's .next files, it finishes promoting them, and it removes
+// leftovers of a rotation that never got a certificate. Only the process
+// that owns the state directory (it holds the queue's lock) may call it.
 func Load(dir string) (*Identity, error) {
-	cfg, err := LoadConfig(dir)
+	id, keyPath, certPath, err := choose(dir)
 	if err != nil {
 		return nil, err
 	}
+	if err := promote(dir, keyPath, certPath); err != nil {
+		return nil, err
+	}
+	_ = os.Remove(filepath.Join(dir, KeyFile+nextSuffix))
+	_ = os.Remove(filepath.Join(dir, CertFile+nextSuffix))
+	return id, nil
+}
+
+// choose finds the newest matching key and certificate.
+func choose(dir string) (id *Identity, keyPath, certPath string, err error) {
+	cfg, err := LoadConfig(dir)
+	if err != nil {
+		return nil, "", "", err
+	}
 	ca, err := readCert(filepath.Join(dir, CAFile))
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", CAFile, err)
+		return nil, "", "", fmt.Errorf("read %s: %w", CAFile, err)
 	}
-	type candidate struct {
-		keyPath, certPath string
-		key               *ecdsa.PrivateKey
-		cert              *x509.Certificate
-	}
-	var best *candidate
+	var key *ecdsa.PrivateKey
+	var cert *x509.Certificate
 	for _, kp := range []string{KeyFile, KeyFile + nextSuffix} {
-		key, err := readKey(filepath.Join(dir, kp))
+		k, err := readKey(filepath.Join(dir, kp))
 		if err != nil {
 			continue
 		}
 		for _, cp := range []string{CertFile, CertFile + nextSuffix} {
-			cert, err := readCert(filepath.Join(dir, cp))
-			if err != nil || !sameKey(cert, key) {
+			c, err := readCert(filepath.Join(dir, cp))
+			if err != nil || !sameKey(c, k) {
 				continue
 			}
-			if best == nil || cert.NotBefore.After(best.cert.NotBefore) {
-				best = &candidate{keyPath: kp, certPath: cp, key: key, cert: cert}
+			if cert == nil || c.NotBefore.After(cert.NotBefore) {
+				key, cert, keyPath, certPath = k, c, kp, cp
 			}
 		}
 	}
-	if best == nil {
-		return nil, fmt.Errorf("%s and %s do not match (no certificate belongs to a stored key); enroll again with a new token", KeyFile, CertFile)
+	if cert == nil {
+		return nil, "", "", fmt.Errorf("%s and %s do not match (no certificate belongs to a stored key); enroll again with a new token", KeyFile, CertFile)
 	}
-	if best.certPath != CertFile || best.keyPath != KeyFile {
-		// A rotation got as far as the new certificate: finish it. The
-		// certificate goes first; until the key follows, Load still finds
-		// the pair (agent.key.next with agent.crt).
-		if best.certPath != CertFile {
-			if err := os.Rename(filepath.Join(dir, best.certPath), filepath.Join(dir, CertFile)); err != nil {
-				return nil, err
-			}
-		}
-		if best.keyPath != KeyFile {
-			if err := os.Rename(filepath.Join(dir, best.keyPath), filepath.Join(dir, KeyFile)); err != nil {
-				return nil, err
-			}
-		}
-		if err := syncDir(dir); err != nil {
-			return nil, err
-		}
-	}
-	// Leftovers of a rotation that never got a certificate are useless.
-	_ = os.Remove(filepath.Join(dir, KeyFile+nextSuffix))
-	_ = os.Remove(filepath.Join(dir, CertFile+nextSuffix))
-	return &Identity{Dir: dir, Config: cfg, Key: best.key, Cert: best.cert, CA: ca}, nil
+	return &Identity{Dir: dir, Config: cfg, Key: key, Cert: cert, CA: ca}, keyPath, certPath, nil
 }
 
-// Rotation is a certificate rotation in progress.
+// promote renames a chosen pair into place: the certificate first; until
+// the key follows, choose still finds the pair (agent.key.next with
+// agent.crt).
+func promote(dir, keyPath, certPath string) error {
+	if certPath == CertFile && keyPath == KeyFile {
+		return nil
+	}
+	if certPath != CertFile {
+		if err := os.Rename(filepath.Join(dir, certPath), filepath.Join(dir, CertFile)); err != nil {
+			return err
+		}
+	}
+	if keyPath != KeyFile {
+		if err := os.Rename(filepath.Join(dir, keyPath), filepath.Join(dir, KeyFile)); err != nil {
+			return err
+		}
+	}
+	return syncDir(dir)
+}
+
+// Rotation is a certificate rotation (or a re-enrollment) in progress: a
+// new key in agent.key.next and, once issued, its certificate in
+// agent.crt.next.
 type Rotation struct {
 	dir string
 	Key *ecdsa.PrivateKey
+	// Cert is set when a previous attempt already stored the certificate
+	// for Key: the attempt resumes from there instead of starting over
+	// (starting over would discard the only key of a certificate the
+	// server may already consider current).
+	Cert *x509.Certificate
 }
 
-// BeginRotation makes and stores the next key (agent.key.next).
+// BeginRotation resumes an interrupted rotation whose certificate was
+// stored, or makes and stores a new next key.
 func BeginRotation(dir string) (*Rotation, error) {
+	if k, err := readKey(filepath.Join(dir, KeyFile+nextSuffix)); err == nil {
+		if c, err := readCert(filepath.Join(dir, CertFile+nextSuffix)); err == nil && sameKey(c, k) {
+			return &Rotation{dir: dir, Key: k, Cert: c}, nil
+		}
+	}
 	key, err := NewKey()
 	if err != nil {
 		return nil, err
@@ -228,31 +269,37 @@ func BeginRotation(dir string) (*Rotation, error) {
 }
 
 // SaveCertificate stores the certificate issued for the next key
-// (agent.crt.next) and returns the identity that uses it.
-func (r *Rotation) SaveCertificate(current *Identity, certDER []byte) (*Identity, error) {
+// (agent.crt.next).
+func (r *Rotation) SaveCertificate(certDER []byte) error {
 	cert, err := x509.ParseCertificate(certDER)
 	if err != nil {
-		return nil, fmt.Errorf("the control plane returned an unreadable certificate: %w", err)
+		return fmt.Errorf("the control plane returned an unreadable certificate: %w", err)
 	}
 	if !sameKey(cert, r.Key) {
-		return nil, errors.New("the control plane returned a certificate for another key")
+		return errors.New("the control plane returned a certificate for another key")
 	}
 	if err := writeFile(filepath.Join(r.dir, CertFile+nextSuffix), pemBytes("CERTIFICATE", certDER), 0o644); err != nil {
-		return nil, err
+		return err
 	}
-	next := *current
-	next.Key, next.Cert = r.Key, cert
-	return &next, nil
+	r.Cert = cert
+	return nil
 }
 
-// Finish promotes the next key and certificate; call it after the new
-// certificate has been used successfully once.
+// Finish promotes the next key and certificate and returns the identity
+// that uses them. The server keeps the old certificate valid until the new
+// one is first used, so promoting before that use is safe.
 func (r *Rotation) Finish() (*Identity, error) {
+	if r.Cert == nil {
+		return nil, errors.New("finish rotation: no certificate was stored")
+	}
+	if err := promote(r.dir, KeyFile+nextSuffix, CertFile+nextSuffix); err != nil {
+		return nil, err
+	}
 	return Load(r.dir)
 }
 
 // Abandon removes the next key and certificate (the rotation failed before
-// the server issued anything usable).
+// the server issued anything).
 func (r *Rotation) Abandon() {
 	_ = os.Remove(filepath.Join(r.dir, KeyFile+nextSuffix))
 	_ = os.Remove(filepath.Join(r.dir, CertFile+nextSuffix))

@@ -48,11 +48,9 @@ func (ca *testCA) issue(t *testing.T, key *ecdsa.PrivateKey) []byte {
 func enrolled(t *testing.T) (string, *testCA, *Identity) {
 	dir := t.TempDir()
 	ca := newCA(t)
-	key, err := NewKey()
+	r, err := BeginEnrollment(dir)
 	require.NoError(t, err)
-	require.NoError(t, SaveKey(dir, key))
-	require.NoError(t, SaveEnrollment(dir, Config{Server: "https://cp:8443", AgentID: "a1", TenantID: "t1", HeartbeatIntervalSeconds: 60}, ca.issue(t, key), ca.cert.Raw))
-	id, err := Load(dir)
+	id, err := r.Enrolled(Config{Server: "https://cp:8443", AgentID: "a1", TenantID: "t1", HeartbeatIntervalSeconds: 60}, ca.issue(t, r.Key), ca.cert.Raw)
 	require.NoError(t, err)
 	return dir, ca, id
 }
@@ -90,20 +88,20 @@ func TestRotationSurvivesACrashAtEveryStep(t *testing.T) {
 		{"certificate saved", func(t *testing.T, dir string, ca *testCA, id *Identity) {
 			r, err := BeginRotation(dir)
 			require.NoError(t, err)
-			_, err = r.SaveCertificate(id, ca.issue(t, r.Key))
+			err = r.SaveCertificate(ca.issue(t, r.Key))
 			require.NoError(t, err)
 		}, true},
 		{"certificate promoted, key not yet", func(t *testing.T, dir string, ca *testCA, id *Identity) {
 			r, err := BeginRotation(dir)
 			require.NoError(t, err)
-			_, err = r.SaveCertificate(id, ca.issue(t, r.Key))
+			err = r.SaveCertificate(ca.issue(t, r.Key))
 			require.NoError(t, err)
 			require.NoError(t, os.Rename(filepath.Join(dir, CertFile+nextSuffix), filepath.Join(dir, CertFile)))
 		}, true},
 		{"finished", func(t *testing.T, dir string, ca *testCA, id *Identity) {
 			r, err := BeginRotation(dir)
 			require.NoError(t, err)
-			_, err = r.SaveCertificate(id, ca.issue(t, r.Key))
+			err = r.SaveCertificate(ca.issue(t, r.Key))
 			require.NoError(t, err)
 			_, err = r.Finish()
 			require.NoError(t, err)
@@ -138,7 +136,53 @@ func TestMismatchedFilesSaySo(t *testing.T) {
 	dir, _, _ := enrolled(t)
 	other, err := NewKey()
 	require.NoError(t, err)
-	require.NoError(t, SaveKey(dir, other))
+	require.NoError(t, writeKey(filepath.Join(dir, KeyFile), other))
 	_, err = Load(dir)
 	assert.ErrorContains(t, err, "do not match")
+}
+
+// TestFailedReenrollmentKeepsTheOldIdentity: enroll --force writes its new
+// key beside the working one; if the server refuses, the old identity
+// still loads.
+func TestFailedReenrollmentKeepsTheOldIdentity(t *testing.T) {
+	dir, _, before := enrolled(t)
+	_, err := BeginEnrollment(dir)
+	require.NoError(t, err)
+	after, err := Load(dir)
+	require.NoError(t, err)
+	assert.Equal(t, before.Cert.SerialNumber, after.Cert.SerialNumber)
+}
+
+// TestInterruptedRotationResumes: a rotation whose certificate was stored
+// is resumed, never restarted (restarting would discard the only key of a
+// certificate the server may already use), and Peek never changes files.
+func TestInterruptedRotationResumes(t *testing.T) {
+	dir, ca, _ := enrolled(t)
+	r, err := BeginRotation(dir)
+	require.NoError(t, err)
+	require.NoError(t, r.SaveCertificate(ca.issue(t, r.Key)))
+
+	peeked, err := Peek(dir)
+	require.NoError(t, err)
+	assert.Equal(t, r.Cert.SerialNumber, peeked.Cert.SerialNumber, "Peek sees the newest pair")
+	_, err = os.Stat(filepath.Join(dir, CertFile+nextSuffix))
+	assert.NoError(t, err, "Peek left the rotation's files alone")
+
+	again, err := BeginRotation(dir)
+	require.NoError(t, err)
+	assert.True(t, again.Key.Equal(r.Key), "the stored next key is kept")
+	require.NotNil(t, again.Cert)
+	assert.Equal(t, r.Cert.SerialNumber, again.Cert.SerialNumber)
+
+	id, err := again.Finish()
+	require.NoError(t, err)
+	assert.Equal(t, r.Cert.SerialNumber, id.Cert.SerialNumber)
+
+	// A next key without a certificate is replaced by a fresh attempt.
+	stale, err := BeginRotation(dir)
+	require.NoError(t, err)
+	fresh, err := BeginRotation(dir)
+	require.NoError(t, err)
+	assert.False(t, fresh.Key.Equal(stale.Key))
+	assert.Nil(t, fresh.Cert)
 }

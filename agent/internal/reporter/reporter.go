@@ -73,15 +73,17 @@ func Run(ctx context.Context, opts Options) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	id, err := identity.Load(opts.Dir)
-	if err != nil {
-		return err
-	}
+	// The queue's lock makes this process the owner of the state
+	// directory; only then may the identity's files be repaired.
 	q, err := queue.Open(filepath.Join(opts.Dir, QueueFile), opts.Queue)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = q.Close() }()
+	id, err := identity.Load(opts.Dir)
+	if err != nil {
+		return err
+	}
 	r := &Reporter{opts: opts, log: log, q: q, client: transport.NewClient(id.Config.Server, id)}
 	defer r.client.Close()
 	r.interval = time.Duration(id.Config.HeartbeatIntervalSeconds) * time.Second
@@ -113,7 +115,13 @@ func (r *Reporter) loop(ctx context.Context) error {
 				return nil
 			}
 			r.fail(err)
-			wait = min(wait, r.nextBackoff())
+			if r.status.State == StateRefused {
+				// A refused agent (revoked, replaced) does not heal by
+				// retrying every interval: it waits the full backoff.
+				wait = r.nextBackoff()
+			} else {
+				wait = min(wait, r.nextBackoff())
+			}
 		} else {
 			r.backoff = 0
 			if err := r.maybeRotate(ctx); err != nil && ctx.Err() == nil {
@@ -251,53 +259,55 @@ func (r *Reporter) planRotation(id *identity.Identity) {
 }
 
 // maybeRotate replaces the certificate once it is due. Each step leaves the
-// state directory in a form identity.Load recovers from (see package
-// identity), and the server keeps the old certificate valid until the new
-// one has been used once, so a crash anywhere leaves the agent connectable.
+// state directory in a form identity.Load recovers from, and the server
+// keeps the old certificate valid until the new one is used, so a crash or
+// a lost reply anywhere leaves the agent connectable:
+//
+//  1. agent.key.next is written (crash: the old pair is used; the next
+//     attempt makes a new key);
+//  2. RotateCertificate issues a certificate (crash or lost reply: the old
+//     certificate stays `previous` and valid; the next attempt retires the
+//     unused one);
+//  3. agent.crt.next is written (crash: Load prefers the new pair);
+//  4. the pair is promoted and used; its first use retires the old one.
 func (r *Reporter) maybeRotate(ctx context.Context) error {
 	if time.Now().Before(r.rotateAt) {
 		return nil
 	}
-	current := r.client.Identity()
 	rot, err := identity.BeginRotation(r.opts.Dir)
 	if err != nil {
 		return err
 	}
 	crashAt("rotate-key-saved")
-	csr, err := identity.CSR(rot.Key, r.hostname)
-	if err != nil {
-		rot.Abandon()
-		return err
+	if rot.Cert == nil {
+		csr, err := identity.CSR(rot.Key, r.hostname)
+		if err != nil {
+			rot.Abandon()
+			return err
+		}
+		resp, err := r.client.RotateCertificate(ctx, csr)
+		if err != nil {
+			// Nothing usable was issued for this key (or the reply was lost,
+			// and the server still accepts the current certificate).
+			rot.Abandon()
+			return err
+		}
+		crashAt("rotate-issued")
+		if err := rot.SaveCertificate(resp.GetCertificateDer()); err != nil {
+			rot.Abandon()
+			return err
+		}
+		crashAt("rotate-cert-saved")
 	}
-	resp, err := r.client.RotateCertificate(ctx, csr)
-	if err != nil {
-		rot.Abandon()
-		return err
-	}
-	crashAt("rotate-issued")
-	next, err := rot.SaveCertificate(current, resp.GetCertificateDer())
-	if err != nil {
-		rot.Abandon()
-		return err
-	}
-	crashAt("rotate-cert-saved")
-	// First use of the new certificate: from now on the server refuses the old one.
-	probe := transport.NewClient(current.Config.Server, next)
-	_, err = probe.Heartbeat(ctx, nil)
-	probe.Close()
-	if err != nil {
-		// The next files stay: Load prefers them, and the old certificate
-		// keeps working until the new one is used.
-		return err
-	}
-	crashAt("rotate-used")
 	id, err := rot.Finish()
 	if err != nil {
 		return err
 	}
+	crashAt("rotate-promoted")
 	r.client.SetIdentity(id)
 	r.planRotation(id)
 	r.log.Info("certificate rotated", "not_after", id.Cert.NotAfter.UTC().Format(time.RFC3339))
+	// The next call is the new certificate's first use.
 	return nil
 }
 

@@ -92,7 +92,10 @@ func pinnedTLS(serverName string, fp [32]byte) *tls.Config {
 			for _, c := range cs.PeerCertificates[1:] {
 				inter.AddCert(c)
 			}
-			_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, DNSName: cs.ServerName})
+			// serverName, not cs.ServerName: the latter is empty for an IP
+			// address, and the address must be checked too.
+			_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, DNSName: serverName,
+				KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
 			if err != nil {
 				return fmt.Errorf("the server's certificate chains to the pinned CA but does not verify: %w", err)
 			}

@@ -222,13 +222,16 @@ func TestOneIdentityPerMachine(t *testing.T) {
 	_, err := first.heartbeat(first.report())
 	require.NoError(t, err)
 
-	_, token := createToken(t, env, map[string]any{"name": "reinstall", "max_uses": 3})
-	second, err := enroll(t, env, token, "machine-x", "host-x-reinstalled")
+	_, token := createToken(t, env, map[string]any{"name": "reinstall", "max_uses": 5})
+	// Claiming an active machine's id without its key is refused: a token
+	// holder cannot take over another machine's agent.
+	_, err = enroll(t, env, token, "machine-x", "impostor")
+	assertRefused(t, err, connect.CodeFailedPrecondition, "already has an active agent "+first.AgentID)
+	// The machine itself proves its identity and keeps its agent id.
+	reenrolled, err := first.Reenroll(t, token, "host-x-reinstalled")
 	require.NoError(t, err)
+	second := &testAgent{Agent: reenrolled, t: t}
 	assert.Equal(t, first.AgentID, second.AgentID, "same machine, same agent")
-	_, err = first.heartbeat(first.report())
-	assertRefused(t, err, connect.CodeUnauthenticated, "replaced by a newer one")
-
 	// The re-enrolled agent starts its sequence numbers again.
 	resp, err := second.heartbeat(second.report())
 	require.NoError(t, err)
@@ -246,6 +249,27 @@ func TestOneIdentityPerMachine(t *testing.T) {
 	admin.Do("GET", "/api/v1/assets", nil).JSON(t, &assets)
 	require.Len(t, assets.Items, 1, "one asset per machine")
 	assetID := assets.Items[0].ID
+
+	// A re-installed machine has lost its key; once its old agent has been
+	// silent for three intervals, enrolling it again keeps the agent id.
+	ctx := context.Background()
+	require.NoError(t, db.InTenant(ctx, env.DB.Owner, env.Tenant.ID, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, "UPDATE agents SET last_seen_at = now() - interval '181 seconds' WHERE id = $1", second.AgentID)
+		return err
+	}))
+	fresh, err := enroll(t, env, token, "machine-x", "host-x-reimaged")
+	require.NoError(t, err)
+	assert.Equal(t, first.AgentID, fresh.AgentID)
+	second = fresh
+	var proof struct {
+		Items []struct {
+			Details map[string]any `json:"details"`
+		} `json:"items"`
+	}
+	admin.Do("GET", "/api/v1/audit/events?action=agent.reenrolled", nil).JSON(t, &proof)
+	require.Len(t, proof.Items, 2)
+	assert.Contains(t, proof.Items[0].Details["proof"], "silent")
+	assert.Equal(t, "previous certificate key", proof.Items[1].Details["proof"])
 
 	require.Equal(t, http.StatusOK, admin.Do("POST", "/api/v1/agents/"+second.AgentID+"/revoke", map[string]any{"reason": "reimaged"}).Status)
 	_, err = enroll(t, env, token, "machine-x", "host-x")
@@ -267,7 +291,7 @@ func TestOneIdentityPerMachine(t *testing.T) {
 	for _, e := range timeline.Items {
 		kinds = append(kinds, e.Kind)
 	}
-	assert.Equal(t, []string{"enrolled", "revoked", "reenrolled", "first_seen", "enrolled"}, kinds, "newest first")
+	assert.Equal(t, []string{"enrolled", "revoked", "reenrolled", "reenrolled", "first_seen", "enrolled"}, kinds, "newest first")
 }
 
 func TestHeartbeatsAreAppliedOnceInOrder(t *testing.T) {

@@ -40,6 +40,7 @@ type Agent struct {
 	QueueDepth      int64
 	QueueDropped    int64
 	LastSeq         int64
+	FirstSeq        int64
 	ReportsApplied  int64
 	AssetID         uuid.UUID
 	RevokedAt       *time.Time
@@ -57,7 +58,7 @@ const statusSQL = `CASE WHEN a.revoked_at IS NOT NULL THEN 'revoked'
 
 const agentColumns = `a.id, a.machine_id, a.hostname, a.os, a.platform, a.platform_version, a.kernel_version, a.arch, a.agent_version,
 	` + statusSQL + `, a.labels, a.site_id, a.enrolled_at, a.last_seen_at, a.heartbeat_interval_seconds, a.queue_depth, a.queue_dropped,
-	a.last_seq, a.reports_applied, a.asset_id, a.revoked_at, c.serial, c.fingerprint, c.not_before, c.not_after`
+	a.last_seq, a.first_seq, a.reports_applied, a.asset_id, a.revoked_at, c.serial, c.fingerprint, c.not_before, c.not_after`
 
 const agentFrom = ` FROM agents a LEFT JOIN agent_certificates c
 	ON c.tenant_id = a.tenant_id AND c.agent_id = a.id AND c.state = 'current' AND a.revoked_at IS NULL`
@@ -66,7 +67,7 @@ func scanAgent(row pgx.Row) (Agent, error) {
 	var a Agent
 	err := row.Scan(&a.ID, &a.MachineID, &a.Hostname, &a.OS, &a.Platform, &a.PlatformVersion, &a.KernelVersion, &a.Arch, &a.AgentVersion,
 		&a.Status, &a.Labels, &a.SiteID, &a.EnrolledAt, &a.LastSeenAt, &a.Interval, &a.QueueDepth, &a.QueueDropped,
-		&a.LastSeq, &a.ReportsApplied, &a.AssetID, &a.RevokedAt, &a.CertSerial, &a.CertFingerprint, &a.CertNotBefore, &a.CertNotAfter)
+		&a.LastSeq, &a.FirstSeq, &a.ReportsApplied, &a.AssetID, &a.RevokedAt, &a.CertSerial, &a.CertFingerprint, &a.CertNotBefore, &a.CertNotAfter)
 	a.EnrolledAt = a.EnrolledAt.UTC()
 	a.LastSeenAt, a.RevokedAt, a.CertNotBefore, a.CertNotAfter = utcPtr(a.LastSeenAt), utcPtr(a.RevokedAt), utcPtr(a.CertNotBefore), utcPtr(a.CertNotAfter)
 	return a, err
@@ -90,7 +91,7 @@ func (a Agent) toAPI() api.Agent {
 		KernelVersion: a.KernelVersion, Arch: a.Arch, AgentVersion: a.AgentVersion, Status: api.AgentStatus(a.Status), Labels: labels,
 		SiteId: a.SiteID, EnrolledAt: a.EnrolledAt, LastSeenAt: a.LastSeenAt, HeartbeatIntervalSeconds: a.Interval,
 		Queue: api.AgentQueue{Depth: a.QueueDepth, Dropped: a.QueueDropped}, AssetId: a.AssetID, RevokedAt: a.RevokedAt,
-		LastSeq: a.LastSeq, ReportsApplied: a.ReportsApplied,
+		LastSeq: a.LastSeq, FirstSeq: a.FirstSeq, ReportsApplied: a.ReportsApplied,
 	}
 	if a.CertSerial != nil && a.CertNotBefore != nil && a.CertNotAfter != nil {
 		out.Certificate = &api.AgentCertificate{Serial: *a.CertSerial, Sha256Fingerprint: hex.EncodeToString(a.CertFingerprint),

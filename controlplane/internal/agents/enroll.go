@@ -2,7 +2,9 @@ package agents
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/sha256"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"time"
@@ -51,7 +53,7 @@ func (s *Service) Enroll(ctx context.Context, req *connect.Request[agentv1.Enrol
 	now := s.cfg.now()
 	var resp agentv1.EnrollResponse
 	var agentID uuid.UUID
-	reenrolled := false
+	reenrolled, proven := false, false
 	err = db.InTenant(ctx, s.cfg.Pool, tenantID, func(tx pgx.Tx) error {
 		var t EnrollmentToken
 		err := tx.QueryRow(ctx, `SELECT id, site_id, labels, max_uses, uses, expires_at, revoked_at, created_at FROM enrollment_tokens WHERE token_hash = $1 FOR UPDATE`, tok.Hash[:]).
@@ -83,13 +85,31 @@ func (s *Service) Enroll(ctx context.Context, req *connect.Request[agentv1.Enrol
 		}
 
 		var prevAsset uuid.UUID
-		err = tx.QueryRow(ctx, `SELECT id, asset_id FROM agents WHERE machine_id = $1 AND revoked_at IS NULL FOR UPDATE`, facts.MachineID).Scan(&agentID, &prevAsset)
+		var stale bool
+		var lastSeen *time.Time
+		err = tx.QueryRow(ctx, `
+			SELECT id, asset_id, last_seen_at,
+			       coalesce(last_seen_at, enrolled_at) < $2::timestamptz - make_interval(secs => 3 * heartbeat_interval_seconds)
+			  FROM agents WHERE machine_id = $1 AND revoked_at IS NULL FOR UPDATE`, facts.MachineID, now).Scan(&agentID, &prevAsset, &lastSeen, &stale)
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
 			agentID = uuid.Must(uuid.NewV7())
 		case err != nil:
 			return err
 		default:
+			// The machine has a live agent. Keep its id when the caller
+			// proves it holds that agent's key, or when the agent has gone
+			// silent (a re-installed machine); refuse otherwise.
+			proven = s.provesIdentity(m, tenantID, agentID)
+			if !proven && !stale {
+				seen := "never"
+				if lastSeen != nil {
+					seen = lastSeen.UTC().Format(time.RFC3339)
+				}
+				return refuse(connect.CodeFailedPrecondition,
+					"machine %s already has an active agent %s (last seen %s): enroll from that agent's state directory (edgeward-agent enroll --force proves its identity), or revoke agent %s first",
+					facts.MachineID, agentID, seen, agentID)
+			}
 			reenrolled = true
 		}
 		ips, macs := facts.Addresses()
@@ -111,7 +131,7 @@ func (s *Service) Enroll(ctx context.Context, req *connect.Request[agentv1.Enrol
 			_, err = tx.Exec(ctx, `
 				UPDATE agents SET hostname = $2, os = $3, platform = $4, platform_version = $5, kernel_version = $6, arch = $7,
 				       agent_version = $8, facts = $9, facts_hash = $10, labels = $11, site_id = $12, enrollment_token_id = $13,
-				       asset_id = $14, enrolled_at = $15, heartbeat_interval_seconds = $16, last_seq = 0, reports_applied = 0
+				       asset_id = $14, enrolled_at = $15, heartbeat_interval_seconds = $16, last_seq = 0, first_seq = 0, reports_applied = 0
 				 WHERE id = $1`,
 				agentID, facts.Hostname, facts.OS, facts.Platform, facts.PlatformVersion, facts.KernelVersion, facts.Arch,
 				facts.AgentVersion, facts, facts.Hash(), t.Labels, t.SiteID, t.ID, assetID, now, interval)
@@ -146,9 +166,16 @@ func (s *Service) Enroll(ctx context.Context, req *connect.Request[agentv1.Enrol
 			return err
 		}
 		actx := WithIdentity(ctx, Identity{TenantID: tenantID, AgentID: agentID, Hostname: facts.Hostname})
-		if err := audit.Record(actx, tx, tenantID, audit.Entry{Action: action, TargetType: "agent", TargetID: agentID.String(), Details: map[string]any{
+		details := map[string]any{
 			"hostname": facts.Hostname, "machine_id": facts.MachineID, "enrollment_token_id": t.ID.String(), "certificate_serial": pki.SerialHex(cert),
-		}}); err != nil {
+		}
+		if reenrolled {
+			details["proof"] = "previous certificate key"
+			if !proven {
+				details["proof"] = "none: the previous agent was silent for three intervals"
+			}
+		}
+		if err := audit.Record(actx, tx, tenantID, audit.Entry{Action: action, TargetType: "agent", TargetID: agentID.String(), Details: details}); err != nil {
 			return err
 		}
 		if reenrolled {
@@ -174,6 +201,35 @@ func (s *Service) Enroll(ctx context.Context, req *connect.Request[agentv1.Enrol
 	}
 	s.log.Info("agent enrolled", "tenant_id", tenantID, "agent_id", agentID, "hostname", facts.Hostname, "reenrolled", reenrolled)
 	return connect.NewResponse(&resp), nil
+}
+
+// provesIdentity reports whether an enrollment request carries proof that
+// its sender holds the key of agent agentID: that agent's certificate from
+// this CA (expired is fine: the key is what counts) and a signature with
+// its key over the new CSR.
+func (s *Service) provesIdentity(m *agentv1.EnrollRequest, tenantID, agentID uuid.UUID) bool {
+	der, sig := m.GetPreviousCertificateDer(), m.GetPreviousSignature()
+	if len(der) == 0 || len(sig) == 0 {
+		return false
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return false
+	}
+	opts := x509.VerifyOptions{Roots: s.cfg.CA.Pool(), CurrentTime: cert.NotBefore.Add(time.Second), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	if _, err := cert.Verify(opts); err != nil {
+		return false
+	}
+	t, a, err := pki.ParseAgentURI(cert)
+	if err != nil || t != tenantID.String() || a != agentID.String() {
+		return false
+	}
+	pub, ok := cert.PublicKey.(*ecdsa.PublicKey)
+	if !ok {
+		return false
+	}
+	digest := sha256.Sum256(m.GetCsrDer())
+	return ecdsa.VerifyASN1(pub, digest[:], sig)
 }
 
 // rpcError passes Connect errors through and hides anything else.

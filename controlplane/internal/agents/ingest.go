@@ -252,7 +252,7 @@ func (in *Ingester) applyTenant(ctx context.Context, tenant uuid.UUID, jobs []*j
 			}
 			w := work[id]
 			last := row.lastSeq
-			applied := int64(0)
+			applied, firstApplied := int64(0), int64(0)
 			hash := row.factsHash
 			var latest *Facts
 			var latestHash []byte
@@ -262,6 +262,9 @@ func (in *Ingester) applyTenant(ctx context.Context, tenant uuid.UUID, jobs []*j
 					continue
 				}
 				last = int64(rep.Seq)
+				if applied == 0 {
+					firstApplied = last
+				}
 				applied++
 				if rep.Queue != nil {
 					queue = rep.Queue
@@ -291,7 +294,7 @@ func (in *Ingester) applyTenant(ctx context.Context, tenant uuid.UUID, jobs []*j
 				s.Host = &assets.Host{Name: latest.Hostname, OS: latest.OS, Platform: latest.Platform, Addresses: ips, MACs: macs}
 			}
 			sightings = append(sightings, s)
-			u.add(id, last, applied, queue, latest, hash, factsChanged)
+			u.add(id, last, firstApplied, applied, queue, latest, hash, factsChanged)
 		}
 
 		// Timeline entries name what changed, against the stored facts.
@@ -385,7 +388,7 @@ func storedFacts(ctx context.Context, tx pgx.Tx, ids []uuid.UUID) (map[uuid.UUID
 // agentUpdate is one multi-row UPDATE of agents.
 type agentUpdate struct {
 	ids                                                   []uuid.UUID
-	lastSeq, applied, depth, dropped                      []int64
+	lastSeq, firstSeq, applied, depth, dropped            []int64
 	hasQueue, changed                                     []bool
 	facts                                                 []string
 	hashes                                                [][]byte
@@ -397,9 +400,10 @@ func newAgentUpdate(n int) *agentUpdate {
 	return &agentUpdate{ids: make([]uuid.UUID, 0, n)}
 }
 
-func (u *agentUpdate) add(id uuid.UUID, last, applied int64, q *QueueStats, f *Facts, hash []byte, changed bool) {
+func (u *agentUpdate) add(id uuid.UUID, last, first, applied int64, q *QueueStats, f *Facts, hash []byte, changed bool) {
 	u.ids = append(u.ids, id)
 	u.lastSeq = append(u.lastSeq, last)
+	u.firstSeq = append(u.firstSeq, first)
 	u.applied = append(u.applied, applied)
 	var depth, dropped int64
 	if q != nil {
@@ -427,6 +431,7 @@ func (u *agentUpdate) exec(ctx context.Context, tx pgx.Tx) error {
 		UPDATE agents a SET
 		       last_seq = v.last_seq,
 		       reports_applied = a.reports_applied + v.applied,
+		       first_seq = CASE WHEN a.first_seq = 0 THEN v.first_seq ELSE a.first_seq END,
 		       last_seen_at = now(),
 		       queue_depth = CASE WHEN v.has_queue THEN v.depth ELSE a.queue_depth END,
 		       queue_dropped = CASE WHEN v.has_queue THEN v.dropped ELSE a.queue_dropped END,
@@ -440,11 +445,11 @@ func (u *agentUpdate) exec(ctx context.Context, tx pgx.Tx) error {
 		       arch = CASE WHEN v.changed THEN v.arch ELSE a.arch END,
 		       agent_version = CASE WHEN v.changed THEN v.agent_version ELSE a.agent_version END
 		  FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bool[], $6::bool[], $7::jsonb[], $8::bytea[],
-		              $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::bigint[])
-		       AS v(id, last_seq, depth, dropped, has_queue, changed, facts, hash, hostname, os, platform, platform_version, kernel, arch, agent_version, applied)
+		              $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::bigint[], $17::bigint[])
+		       AS v(id, last_seq, depth, dropped, has_queue, changed, facts, hash, hostname, os, platform, platform_version, kernel, arch, agent_version, applied, first_seq)
 		 WHERE a.id = v.id`,
 		db.UUIDs(u.ids), u.lastSeq, u.depth, u.dropped, u.hasQueue, u.changed, u.facts, u.hashes,
-		u.hostname, u.os, u.platform, u.platformVersion, u.kernel, u.arch, u.agentVersion, u.applied)
+		u.hostname, u.os, u.platform, u.platformVersion, u.kernel, u.arch, u.agentVersion, u.applied, u.firstSeq)
 	if err != nil {
 		return fmt.Errorf("update agents: %w", err)
 	}

@@ -197,8 +197,11 @@ type Agent struct {
 	AssetId      openapi_types.UUID `json:"asset_id"`
 
 	// Certificate The agent's current certificate; null once revoked.
-	Certificate              *AgentCertificate  `json:"certificate"`
-	EnrolledAt               time.Time          `json:"enrolled_at"`
+	Certificate *AgentCertificate `json:"certificate"`
+	EnrolledAt  time.Time         `json:"enrolled_at"`
+
+	// FirstSeq The sequence number of the first report applied since the last enrollment (0 before any).
+	FirstSeq                 int64              `json:"first_seq"`
 	HeartbeatIntervalSeconds int                `json:"heartbeat_interval_seconds"`
 	Hostname                 string             `json:"hostname"`
 	Id                       openapi_types.UUID `json:"id"`
@@ -218,7 +221,7 @@ type Agent struct {
 	// Queue The agent's own figures about its durable queue, as of its last heartbeat.
 	Queue AgentQueue `json:"queue"`
 
-	// ReportsApplied Reports applied since the last enrollment. Agents number reports contiguously, so `reports_applied` equal to `last_seq` means every report arrived exactly once (unless the agent's queue reported drops).
+	// ReportsApplied Reports applied since the last enrollment. Agents number reports contiguously, so `reports_applied = last_seq - first_seq + 1` means every report arrived exactly once and in order (unless the agent's queue reported drops).
 	ReportsApplied int64               `json:"reports_applied"`
 	RevokedAt      *time.Time          `json:"revoked_at"`
 	SiteId         *openapi_types.UUID `json:"site_id"`

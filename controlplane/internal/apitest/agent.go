@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -107,6 +108,30 @@ func (e *Env) Enroll(t testing.TB, token, machineID, hostname string) (*Agent, e
 	}
 	a.AgentID, a.TenantID = resp.Msg.GetAgentId(), resp.Msg.GetTenantId()
 	return a, nil
+}
+
+// Reenroll enrolls the same machine again with a new key, proving it holds
+// the current identity (as `edgeward-agent enroll --force` does).
+func (a *Agent) Reenroll(t testing.TB, token, hostname string) (*Agent, error) {
+	t.Helper()
+	next := &Agent{Env: a.Env, Key: NewKey(t), MachineID: a.MachineID, Hostname: hostname}
+	csr := CSR(t, next.Key)
+	digest := sha256.Sum256(csr)
+	sig, err := ecdsa.SignASN1(rand.Reader, a.Key, digest[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := a.Env.EnrollClient().Enroll(context.Background(), connect.NewRequest(&agentv1.EnrollRequest{
+		Token: token, CsrDer: csr, Facts: Facts(a.MachineID, hostname), PreviousCertificateDer: a.Cert.Raw, PreviousSignature: sig,
+	}))
+	if err != nil {
+		return nil, err
+	}
+	if next.Cert, err = x509.ParseCertificate(resp.Msg.GetCertificateDer()); err != nil {
+		t.Fatal(err)
+	}
+	next.AgentID, next.TenantID = resp.Msg.GetAgentId(), resp.Msg.GetTenantId()
+	return next, nil
 }
 
 // TLSCertificate is the agent's client certificate.

@@ -119,9 +119,11 @@ CREATE TABLE agents (
     queue_depth                bigint NOT NULL DEFAULT 0,
     queue_dropped              bigint NOT NULL DEFAULT 0,
     last_seq                   bigint NOT NULL DEFAULT 0,
-    -- Reports applied since the last (re)enrollment. With the agent's
-    -- contiguous sequence numbers, reports_applied = last_seq means every
-    -- report arrived exactly once and in order.
+    -- The first report applied since the last (re)enrollment, and how many
+    -- were applied since. Agents number reports contiguously, so
+    -- reports_applied = last_seq - first_seq + 1 means every report arrived
+    -- exactly once and in order.
+    first_seq                  bigint NOT NULL DEFAULT 0,
     reports_applied            bigint NOT NULL DEFAULT 0,
     revoked_at                 timestamptz,
     revoked_by                 uuid,
@@ -144,7 +146,7 @@ GRANT SELECT, INSERT ON agents TO edgeward_app;
 -- An agent's tenant, id and machine never change.
 GRANT UPDATE (hostname, os, platform, platform_version, kernel_version, arch, agent_version, facts, facts_hash,
               labels, site_id, enrollment_token_id, asset_id, enrolled_at, last_seen_at, heartbeat_interval_seconds,
-              queue_depth, queue_dropped, last_seq, reports_applied, revoked_at, revoked_by) ON agents TO edgeward_app;
+              queue_depth, queue_dropped, last_seq, first_seq, reports_applied, revoked_at, revoked_by) ON agents TO edgeward_app;
 
 -- Revocation is final: no code path, buggy or not, brings a revoked agent back.
 -- +goose StatementBegin

@@ -355,10 +355,18 @@ type EnrollRequest struct {
 	// The enrollment token, as issued (it also pins the control plane's CA).
 	Token string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
 	// A PKCS #10 certificate signing request, DER encoded, for an ECDSA P-256 key.
-	CsrDer        []byte     `protobuf:"bytes,2,opt,name=csr_der,json=csrDer,proto3" json:"csr_der,omitempty"`
-	Facts         *HostFacts `protobuf:"bytes,3,opt,name=facts,proto3" json:"facts,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	CsrDer []byte     `protobuf:"bytes,2,opt,name=csr_der,json=csrDer,proto3" json:"csr_der,omitempty"`
+	Facts  *HostFacts `protobuf:"bytes,3,opt,name=facts,proto3" json:"facts,omitempty"`
+	// When the machine already holds an identity, the agent proves it, so the
+	// control plane keeps its agent id: the current certificate (it may have
+	// expired) and an ECDSA signature with its key over SHA-256(csr_der),
+	// ASN.1 encoded. Without this proof, a machine whose agent is still active
+	// cannot be enrolled again, so a token holder cannot take over another
+	// machine's agent by claiming its machine id.
+	PreviousCertificateDer []byte `protobuf:"bytes,4,opt,name=previous_certificate_der,json=previousCertificateDer,proto3" json:"previous_certificate_der,omitempty"`
+	PreviousSignature      []byte `protobuf:"bytes,5,opt,name=previous_signature,json=previousSignature,proto3" json:"previous_signature,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *EnrollRequest) Reset() {
@@ -408,6 +416,20 @@ func (x *EnrollRequest) GetCsrDer() []byte {
 func (x *EnrollRequest) GetFacts() *HostFacts {
 	if x != nil {
 		return x.Facts
+	}
+	return nil
+}
+
+func (x *EnrollRequest) GetPreviousCertificateDer() []byte {
+	if x != nil {
+		return x.PreviousCertificateDer
+	}
+	return nil
+}
+
+func (x *EnrollRequest) GetPreviousSignature() []byte {
+	if x != nil {
+		return x.PreviousSignature
 	}
 	return nil
 }
@@ -961,11 +983,13 @@ const file_edgeward_agent_v1_agent_proto_rawDesc = "" +
 	"\vtotal_bytes\x18\x04 \x01(\x04R\n" +
 	"totalBytes\x12\x1d\n" +
 	"\n" +
-	"used_bytes\x18\x05 \x01(\x04R\tusedBytes\"r\n" +
+	"used_bytes\x18\x05 \x01(\x04R\tusedBytes\"\xdb\x01\n" +
 	"\rEnrollRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x17\n" +
 	"\acsr_der\x18\x02 \x01(\fR\x06csrDer\x122\n" +
-	"\x05facts\x18\x03 \x01(\v2\x1c.edgeward.agent.v1.HostFactsR\x05facts\"\x8b\x02\n" +
+	"\x05facts\x18\x03 \x01(\v2\x1c.edgeward.agent.v1.HostFactsR\x05facts\x128\n" +
+	"\x18previous_certificate_der\x18\x04 \x01(\fR\x16previousCertificateDer\x12-\n" +
+	"\x12previous_signature\x18\x05 \x01(\fR\x11previousSignature\"\x8b\x02\n" +
 	"\x0eEnrollResponse\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12'\n" +
