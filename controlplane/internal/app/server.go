@@ -76,6 +76,7 @@ type rest struct {
 	*tokensAPI
 	*agentsService
 	*assetsAPI
+	pending
 }
 
 type (

@@ -32,6 +32,16 @@ func (a *API) ListAssets(ctx context.Context, req api.ListAssetsRequestObject) (
 	if req.Params.Q != nil {
 		f.Query = *req.Params.Q
 	}
+	if req.Params.Authorization != nil {
+		f.Authorization = string(*req.Params.Authorization)
+	}
+	f.SiteID = req.Params.SiteId
+	if req.Params.SeenSince != nil {
+		f.SeenSince = *req.Params.SeenSince
+	}
+	if req.Params.SeenBefore != nil {
+		f.SeenBefore = *req.Params.SeenBefore
+	}
 	var cur Cursor
 	if has, err := page.Decode(req.Params.Cursor, &cur); err != nil {
 		return nil, err
@@ -48,7 +58,7 @@ func (a *API) ListAssets(ctx context.Context, req api.ListAssetsRequestObject) (
 	list, more := page.Trim(list, f.Limit)
 	out := api.ListAssets200JSONResponse{Items: make([]api.Asset, 0, len(list))}
 	for _, x := range list {
-		out.Items = append(out.Items, x.toAPI())
+		out.Items = append(out.Items, x.ToAPI())
 	}
 	if more {
 		last := list[len(list)-1]
@@ -70,7 +80,7 @@ func (a *API) GetAsset(ctx context.Context, req api.GetAssetRequestObject) (api.
 	}); err != nil {
 		return nil, err
 	}
-	return api.GetAsset200JSONResponse(x.toAPI()), nil
+	return api.GetAsset200JSONResponse(x.ToAPI()), nil
 }
 
 type timelineCursor struct {
@@ -116,9 +126,19 @@ func (a *API) GetAssetTimeline(ctx context.Context, req api.GetAssetTimelineRequ
 	return out, nil
 }
 
-func (x Asset) toAPI() api.Asset {
-	return api.Asset{
+// ToAPI is the REST form of an asset.
+func (x Asset) ToAPI() api.Asset {
+	out := api.Asset{
 		Id: x.ID, Name: x.Name, Source: api.AssetSource(x.Source), MachineId: x.MachineID, Os: x.OS, Platform: x.Platform,
-		AgentId: x.AgentID, Addresses: nonNil(x.Addresses), Macs: nonNil(x.MACs), FirstSeenAt: x.FirstSeenAt, LastSeenAt: x.LastSeenAt,
+		AgentId: x.AgentID, SiteId: x.SiteID, VendorOui: x.VendorOUI, Addresses: nonNil(x.Addresses), Macs: nonNil(x.MACs),
+		FirstSeenAt: x.FirstSeenAt, LastSeenAt: x.LastSeenAt,
 	}
+	out.Authorization.State = api.AuthorizationState(x.AuthState)
+	out.Authorization.ChangedAt = x.AuthChangedAt
+	out.Authorization.Rule = x.AuthRule
+	if x.AuthBasis != nil {
+		b := api.AssetAuthorizationBasis(*x.AuthBasis)
+		out.Authorization.Basis = &b
+	}
+	return out
 }

@@ -41,10 +41,17 @@ type Asset struct {
 	OS          *string
 	Platform    *string
 	AgentID     *uuid.UUID
+	SiteID      *uuid.UUID
+	VendorOUI   *string
 	Addresses   []string
 	MACs        []string
 	FirstSeenAt time.Time
 	LastSeenAt  time.Time
+	// Authorization: whether the device may be on the network, and why.
+	AuthState     string
+	AuthBasis     *string
+	AuthRule      *string
+	AuthChangedAt time.Time
 }
 
 // Host is what an agent says about the machine an asset stands for.
@@ -65,12 +72,15 @@ type Store struct{}
 // pointing it at the machine's current agent.
 func (Store) ForMachine(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, h Host, at time.Time) (id uuid.UUID, created bool, err error) {
 	err = tx.QueryRow(ctx, `
-		INSERT INTO assets (tenant_id, id, name, source, machine_id, os, platform, agent_id, addresses, macs, first_seen_at, last_seen_at)
-		VALUES ($1, $2, $3, 'agent', $4, $5, $6, $7, $8, $9, $10, $10)
+		INSERT INTO assets (tenant_id, id, name, source, machine_id, os, platform, agent_id, addresses, macs, first_seen_at, last_seen_at,
+		                    authorization_state, authorization_basis, authorization_changed_at)
+		VALUES ($1, $2, $3, 'agent', $4, $5, $6, $7, $8, $9, $10, $10, 'authorized', 'agent_host', $10)
 		ON CONFLICT (tenant_id, machine_id) DO UPDATE
 		   SET name = EXCLUDED.name, source = 'agent', os = EXCLUDED.os, platform = EXCLUDED.platform,
 		       agent_id = EXCLUDED.agent_id, addresses = EXCLUDED.addresses, macs = EXCLUDED.macs,
-		       last_seen_at = greatest(assets.last_seen_at, EXCLUDED.last_seen_at), updated_at = now()
+		       last_seen_at = greatest(assets.last_seen_at, EXCLUDED.last_seen_at), updated_at = now(),
+		       authorization_state = 'authorized', authorization_basis = 'agent_host', authorization_rule = NULL,
+		       authorization_changed_at = CASE WHEN assets.authorization_basis = 'agent_host' THEN assets.authorization_changed_at ELSE EXCLUDED.authorization_changed_at END
 		RETURNING id, (xmax = 0)`,
 		tenantID, uuid.Must(uuid.NewV7()), h.Name, h.MachineID, h.OS, h.Platform, h.AgentID, nonNil(h.Addresses), nonNil(h.MACs), at).Scan(&id, &created)
 	if err != nil {
@@ -178,21 +188,27 @@ func (Store) Record(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, entries 
 	return nil
 }
 
-const assetColumns = `id, name, source, machine_id, os, platform, agent_id, addresses, macs, first_seen_at, last_seen_at`
+const assetColumns = `id, name, source, machine_id, os, platform, agent_id, site_id, vendor_oui, addresses, macs, first_seen_at, last_seen_at,
+	authorization_state, authorization_basis, authorization_rule, authorization_changed_at`
 
 func scanAsset(row pgx.Row) (Asset, error) {
 	var a Asset
-	err := row.Scan(&a.ID, &a.Name, &a.Source, &a.MachineID, &a.OS, &a.Platform, &a.AgentID, &a.Addresses, &a.MACs, &a.FirstSeenAt, &a.LastSeenAt)
-	a.FirstSeenAt, a.LastSeenAt = a.FirstSeenAt.UTC(), a.LastSeenAt.UTC()
+	err := row.Scan(&a.ID, &a.Name, &a.Source, &a.MachineID, &a.OS, &a.Platform, &a.AgentID, &a.SiteID, &a.VendorOUI, &a.Addresses, &a.MACs,
+		&a.FirstSeenAt, &a.LastSeenAt, &a.AuthState, &a.AuthBasis, &a.AuthRule, &a.AuthChangedAt)
+	a.FirstSeenAt, a.LastSeenAt, a.AuthChangedAt = a.FirstSeenAt.UTC(), a.LastSeenAt.UTC(), a.AuthChangedAt.UTC()
 	return a, err
 }
 
 // Filter selects assets for List.
 type Filter struct {
-	Source string
-	Query  string
-	After  *Cursor
-	Limit  int
+	Source        string
+	Authorization string
+	SiteID        *uuid.UUID
+	SeenSince     time.Time
+	SeenBefore    time.Time
+	Query         string
+	After         *Cursor
+	Limit         int
 }
 
 // Cursor is the position after the last asset of a page.
@@ -203,11 +219,23 @@ type Cursor struct {
 
 // List returns assets, most recently seen first, fetching Limit+1.
 func (Store) List(ctx context.Context, tx pgx.Tx, f Filter) ([]Asset, error) {
-	q := `SELECT ` + assetColumns + ` FROM assets WHERE true`
+	q := `SELECT ` + assetColumns + ` FROM assets WHERE merged_into IS NULL`
 	var args []any
 	arg := func(v any) string { args = append(args, v); return fmt.Sprintf("$%d", len(args)) }
 	if f.Source != "" {
 		q += " AND source = " + arg(f.Source)
+	}
+	if f.Authorization != "" {
+		q += " AND authorization_state = " + arg(f.Authorization)
+	}
+	if f.SiteID != nil {
+		q += " AND site_id = " + arg(*f.SiteID)
+	}
+	if !f.SeenSince.IsZero() {
+		q += " AND last_seen_at >= " + arg(f.SeenSince)
+	}
+	if !f.SeenBefore.IsZero() {
+		q += " AND last_seen_at < " + arg(f.SeenBefore)
 	}
 	if f.Query != "" {
 		p := arg("%" + escapeLike(f.Query) + "%")
