@@ -65,6 +65,16 @@ type Reporter struct {
 	backoff  time.Duration
 	status   Status
 	hostname string
+
+	disc discovery
+	// collectNow asks the loop to collect a report at once (a command).
+	collectNow bool
+	// results are command results waiting for the next report.
+	results []*agentv1.CommandResult
+	// discoveryCommand and rotateCommand are commands whose results come
+	// when their work is done.
+	discoveryCommand string
+	rotateCommand    string
 }
 
 // Run loads the identity, opens the queue and runs until ctx ends.
@@ -103,7 +113,8 @@ func (r *Reporter) loop(ctx context.Context) error {
 	nextCollect := time.Now()
 	for {
 		now := time.Now()
-		if !now.Before(nextCollect) {
+		if r.collectNow || !now.Before(nextCollect) {
+			r.collectNow = false
 			if err := r.enqueue(ctx); err != nil {
 				r.log.Error("queue report", "error", err.Error())
 			}
@@ -130,6 +141,9 @@ func (r *Reporter) loop(ctx context.Context) error {
 			}
 		}
 		r.writeStatus()
+		if r.collectNow {
+			continue
+		}
 		select {
 		case <-ctx.Done():
 			r.status.State = StateStopped
@@ -156,12 +170,30 @@ func (r *Reporter) enqueue(ctx context.Context) error {
 		Facts:     facts,
 		Queue:     &agentv1.QueueStats{Depth: uint64(st.Depth), Dropped: st.Dropped},
 	}
+	obs, dropped, err := r.disc.observe(ctx, time.Now())
+	if err != nil {
+		r.log.Warn("neighbour tables not read", "error", err.Error())
+	}
+	rep.Observations, rep.ObservationsDropped = obs, dropped
+	if r.discoveryCommand != "" {
+		if err != nil {
+			r.result(r.discoveryCommand, false, "reading the neighbour tables failed: "+err.Error())
+		} else {
+			r.result(r.discoveryCommand, true, fmt.Sprintf("%d neighbours reported, %d outside the policy dropped", len(obs), dropped))
+		}
+		r.discoveryCommand = ""
+	}
+	rep.CommandResults = r.results
 	b, err := proto.Marshal(rep)
 	if err != nil {
 		return err
 	}
-	_, err = r.q.Append(b)
-	return err
+	if _, err = r.q.Append(b); err != nil {
+		return err
+	}
+	// The results are in the durable queue now.
+	r.results = nil
+	return nil
 }
 
 // flush sends the queue until it is empty.
@@ -206,6 +238,11 @@ func (r *Reporter) flush(ctx context.Context) error {
 			r.interval = iv
 			r.log.Info("heartbeat interval changed", "interval", iv.String())
 		}
+		if resp.GetDiscovery().GetVersion() != r.disc.version || resp.GetDiscovery().GetPassiveNeighbor() != r.disc.passive {
+			r.log.Info("discovery policy", "passive_neighbor", resp.GetDiscovery().GetPassiveNeighbor(), "cidrs", resp.GetDiscovery().GetAllowedCidrs(), "version", resp.GetDiscovery().GetVersion())
+		}
+		r.disc.update(resp.GetDiscovery())
+		r.runCommands(resp.GetCommands())
 		if n == 0 {
 			return fmt.Errorf("the control plane acknowledged none of %d reports", len(reports))
 		}
@@ -274,6 +311,20 @@ func (r *Reporter) maybeRotate(ctx context.Context) error {
 	if time.Now().Before(r.rotateAt) {
 		return nil
 	}
+	err := r.rotate(ctx)
+	if r.rotateCommand != "" {
+		if err != nil {
+			r.result(r.rotateCommand, false, "rotation failed: "+err.Error())
+		} else {
+			r.result(r.rotateCommand, true, "certificate rotated; it expires "+r.status.CertificateNotAfter.Format(time.RFC3339))
+		}
+		r.rotateCommand = ""
+		r.collectNow = true // report the result promptly
+	}
+	return err
+}
+
+func (r *Reporter) rotate(ctx context.Context) error {
 	rot, err := identity.BeginRotation(r.opts.Dir)
 	if err != nil {
 		return err

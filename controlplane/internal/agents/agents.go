@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/edgeward/edgeward/controlplane/internal/assets"
+	"github.com/edgeward/edgeward/controlplane/internal/discovery"
 	"github.com/edgeward/edgeward/controlplane/internal/pki"
 )
 
@@ -35,11 +36,20 @@ type AssetBook interface {
 	Record(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, entries []assets.TimelineEntry) error
 }
 
+// DiscoverySink is what agents need from discovery, inside the heartbeat's
+// transaction.
+type DiscoverySink interface {
+	PoliciesFor(ctx context.Context, tx pgx.Tx, cols []discovery.Collector) (map[uuid.UUID]discovery.AgentPolicy, error)
+	Observe(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, col discovery.Collector, obs []discovery.Observation, droppedByAgent int64) error
+	ClaimHost(ctx context.Context, tx pgx.Tx, tenantID, hostAsset uuid.UUID, macs []string) error
+}
+
 // Config configures the agents room.
 type Config struct {
 	Pool              *pgxpool.Pool
 	CA                *pki.CA
 	Assets            AssetBook
+	Discovery         DiscoverySink
 	CertLifetime      time.Duration
 	HeartbeatInterval time.Duration
 	IdentityCacheTTL  time.Duration

@@ -16,6 +16,7 @@ import (
 	"github.com/edgeward/edgeward/controlplane/internal/audit"
 	"github.com/edgeward/edgeward/controlplane/internal/caller"
 	"github.com/edgeward/edgeward/controlplane/internal/db"
+	"github.com/edgeward/edgeward/controlplane/internal/discovery"
 	"github.com/edgeward/edgeward/controlplane/internal/page"
 	"github.com/edgeward/edgeward/controlplane/internal/problem"
 )
@@ -232,6 +233,16 @@ func (s *Service) PostAgentHeartbeat(ctx context.Context, req api.PostAgentHeart
 	}
 	if b.Observations != nil {
 		r.Counts = len(*b.Observations)
+		for _, o := range *b.Observations {
+			x := discovery.Observation{MAC: clean(o.Mac), IP: clean(o.Ip), SeenAt: o.SeenAt.UTC()}
+			if o.Interface != nil {
+				x.Interface = clean(*o.Interface)
+			}
+			if o.State != nil {
+				x.State = clean(*o.State)
+			}
+			r.Observations = append(r.Observations, x)
+		}
 	}
 	ack, err := s.ingester.Submit(ctx, id, []Report{r})
 	if err != nil {

@@ -147,6 +147,13 @@ func (s *Service) Enroll(ctx context.Context, req *connect.Request[agentv1.Enrol
 		if err != nil {
 			return fmt.Errorf("record agent: %w", err)
 		}
+		if s.cfg.Discovery != nil {
+			// The host's own MACs belong to its asset: a device discovery
+			// saw before it enrolled is merged into it.
+			if err := s.cfg.Discovery.ClaimHost(ctx, tx, tenantID, assetID, macs); err != nil {
+				return err
+			}
+		}
 		fp := sha256.Sum256(cert.Raw)
 		if _, err := tx.Exec(ctx, `
 			INSERT INTO agent_certificates (tenant_id, fingerprint, agent_id, serial, not_before, not_after, state)

@@ -16,10 +16,17 @@ import (
 
 	"github.com/edgeward/edgeward/controlplane/internal/assets"
 	"github.com/edgeward/edgeward/controlplane/internal/db"
+	"github.com/edgeward/edgeward/controlplane/internal/discovery"
 )
 
 // Report is one heartbeat report of an agent, whichever protocol carried it.
 type Report struct {
+	// Observations are neighbour-table entries for discovery.
+	Observations []discovery.Observation
+	// ObservationsDropped counts entries the agent dropped as outside its policy.
+	ObservationsDropped int64
+	// CommandResults report commands the agent ran.
+	CommandResults []CommandResult
 	Seq   uint64
 	At    time.Time
 	Facts *Facts
@@ -35,8 +42,19 @@ type QueueStats struct {
 	Depth, Dropped int64
 }
 
+// CommandResult is the outcome of a command, as the agent reports it.
+type CommandResult struct {
+	ID          uuid.UUID
+	Succeeded   bool
+	Summary     string
+	CompletedAt time.Time
+}
+
 // Ack is the outcome of a delivered batch of reports.
 type Ack struct {
+	// Policy is what the agent may observe; Commands are for it to run.
+	Policy   discovery.AgentPolicy
+	Commands []PendingCommand
 	// Seqs are the delivered reports the server has durably accepted,
 	// including ones it had applied before (duplicates).
 	Seqs []uint64
@@ -175,6 +193,7 @@ type agentWork struct {
 }
 
 type agentRow struct {
+	siteID    *uuid.UUID
 	lastSeq   int64
 	factsHash []byte
 	assetID   uuid.UUID
@@ -211,9 +230,11 @@ func (in *Ingester) applyTenant(ctx context.Context, tenant uuid.UUID, jobs []*j
 	now := in.cfg.now()
 	rows := map[uuid.UUID]agentRow{}
 	newLast := map[uuid.UUID]int64{}
+	agentPolicies := map[uuid.UUID]discovery.AgentPolicy{}
+	var delivered map[uuid.UUID][]PendingCommand
 	err := db.InTenant(ctx, in.cfg.Pool, tenant, func(tx pgx.Tx) error {
 		r, err := tx.Query(ctx, `
-			SELECT id, last_seq, facts_hash, asset_id, revoked_at IS NOT NULL, last_seen_at IS NULL, heartbeat_interval_seconds
+			SELECT id, site_id, last_seq, facts_hash, asset_id, revoked_at IS NOT NULL, last_seen_at IS NULL, heartbeat_interval_seconds
 			  FROM agents WHERE id = ANY($1) ORDER BY id FOR UPDATE`, db.UUIDs(ids))
 		if err != nil {
 			return err
@@ -221,7 +242,7 @@ func (in *Ingester) applyTenant(ctx context.Context, tenant uuid.UUID, jobs []*j
 		for r.Next() {
 			var id uuid.UUID
 			var row agentRow
-			if err := r.Scan(&id, &row.lastSeq, &row.factsHash, &row.assetID, &row.revoked, &row.neverSeen, &row.interval); err != nil {
+			if err := r.Scan(&id, &row.siteID, &row.lastSeq, &row.factsHash, &row.assetID, &row.revoked, &row.neverSeen, &row.interval); err != nil {
 				r.Close()
 				return err
 			}
@@ -233,6 +254,14 @@ func (in *Ingester) applyTenant(ctx context.Context, tenant uuid.UUID, jobs []*j
 		}
 
 		u := newAgentUpdate(len(ids))
+		type discovered struct {
+			col     discovery.Collector
+			obs     []discovery.Observation
+			dropped int64
+		}
+		var toObserve []discovered
+		var results []CommandResult
+		claims := map[uuid.UUID][]string{}
 		var sightings []assets.Sighting
 		var timeline []assets.TimelineEntry
 		var changedAgents []uuid.UUID
@@ -257,10 +286,14 @@ func (in *Ingester) applyTenant(ctx context.Context, tenant uuid.UUID, jobs []*j
 			var latest *Facts
 			var latestHash []byte
 			var queue *QueueStats
+			d := discovered{col: discovery.Collector{AgentID: id, SiteID: row.siteID}}
 			for _, rep := range w.reports {
 				if int64(rep.Seq) <= row.lastSeq {
 					continue
 				}
+				d.obs = append(d.obs, rep.Observations...)
+				d.dropped += rep.ObservationsDropped
+				results = append(results, rep.CommandResults...)
 				last = int64(rep.Seq)
 				if applied == 0 {
 					firstApplied = last
@@ -292,6 +325,10 @@ func (in *Ingester) applyTenant(ctx context.Context, tenant uuid.UUID, jobs []*j
 			if factsChanged {
 				ips, macs := latest.Addresses()
 				s.Host = &assets.Host{Name: latest.Hostname, OS: latest.OS, Platform: latest.Platform, Addresses: ips, MACs: macs}
+				claims[row.assetID] = macs
+			}
+			if len(d.obs) > 0 || d.dropped > 0 {
+				toObserve = append(toObserve, d)
 			}
 			sightings = append(sightings, s)
 			u.add(id, last, firstApplied, applied, queue, latest, hash, factsChanged)
@@ -323,7 +360,37 @@ func (in *Ingester) applyTenant(ctx context.Context, tenant uuid.UUID, jobs []*j
 		if err := in.cfg.Assets.Seen(ctx, tx, sightings); err != nil {
 			return err
 		}
-		return in.cfg.Assets.Record(ctx, tx, tenant, timeline)
+		if err := in.cfg.Assets.Record(ctx, tx, tenant, timeline); err != nil {
+			return err
+		}
+		// Discovery and commands, in the same transaction as the reports
+		// that carried them: what was acknowledged is applied.
+		if in.cfg.Discovery != nil {
+			for asset, macs := range claims {
+				if err := in.cfg.Discovery.ClaimHost(ctx, tx, tenant, asset, macs); err != nil {
+					return err
+				}
+			}
+			for _, d := range toObserve {
+				if err := in.cfg.Discovery.Observe(ctx, tx, tenant, d.col, d.obs, d.dropped); err != nil {
+					return err
+				}
+			}
+			var cols []discovery.Collector
+			for _, id := range ids {
+				if row, ok := rows[id]; ok && !row.revoked {
+					cols = append(cols, discovery.Collector{AgentID: id, SiteID: row.siteID})
+				}
+			}
+			if agentPolicies, err = in.cfg.Discovery.PoliciesFor(ctx, tx, cols); err != nil {
+				return err
+			}
+		}
+		if err := completeCommands(ctx, tx, tenant, results); err != nil {
+			return err
+		}
+		delivered, err = deliverCommands(ctx, tx, ids)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ingest heartbeats: %w", err)
@@ -350,6 +417,9 @@ func (in *Ingester) applyTenant(ctx context.Context, tenant uuid.UUID, jobs []*j
 				}
 			}
 		}
+		ack.Policy = agentPolicies[j.id.AgentID]
+		ack.Commands = delivered[j.id.AgentID]
+		delete(delivered, j.id.AgentID) // one call gets each command
 		results[i].ack = ack
 		in.cfg.Metrics.report("duplicate", ack.Duplicates)
 		in.cfg.Metrics.report("applied", len(ack.Seqs)-ack.Duplicates)

@@ -10,11 +10,13 @@ import (
 	"net/http"
 
 	"connectrpc.com/connect"
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/edgeward/edgeward/controlplane/internal/audit"
 	"github.com/edgeward/edgeward/controlplane/internal/db"
+	"github.com/edgeward/edgeward/controlplane/internal/discovery"
 	"github.com/edgeward/edgeward/controlplane/internal/pki"
 	agentv1 "github.com/edgeward/edgeward/proto/gen/edgeward/agent/v1"
 	"github.com/edgeward/edgeward/proto/gen/edgeward/agent/v1/agentv1connect"
@@ -51,6 +53,9 @@ func (s *Service) Run(ctx context.Context) {
 func (s *Service) Verifier() *Verifier { return s.verifier }
 
 type tlsKey struct{}
+
+// maxObservations bounds the neighbour entries of one report.
+const maxObservations = 10000
 
 // MaxMessageBytes bounds one agent protocol message, compressed or not: a
 // heartbeat of 200 reports with full facts fits many times over.
@@ -102,9 +107,32 @@ func (s *Service) Heartbeat(ctx context.Context, req *connect.Request[agentv1.He
 		if m.GetSeq() == 0 {
 			return nil, refuse(connect.CodeInvalidArgument, "report sequence numbers start at 1")
 		}
-		r := Report{Seq: m.GetSeq(), At: m.GetCreatedAt().AsTime(), Facts: factsFromProto(m.GetFacts()), Counts: len(m.GetObservations())}
+		r := Report{Seq: m.GetSeq(), At: m.GetCreatedAt().AsTime(), Facts: factsFromProto(m.GetFacts()), Counts: len(m.GetObservations()),
+			ObservationsDropped: int64(m.GetObservationsDropped())}
 		if m.CreatedAt == nil {
 			r.At = s.cfg.now()
+		}
+		if len(m.GetObservations()) > maxObservations {
+			return nil, refuse(connect.CodeInvalidArgument, "at most %d observations per report", maxObservations)
+		}
+		for _, o := range m.GetObservations() {
+			seen := o.GetLastSeenAt().AsTime()
+			if o.LastSeenAt == nil {
+				seen = r.At
+			}
+			r.Observations = append(r.Observations, discovery.Observation{MAC: clean(o.GetMac()), IP: clean(o.GetIp()),
+				Interface: clean(o.GetInterface()), State: clean(o.GetState()), SeenAt: seen})
+		}
+		for _, cr := range m.GetCommandResults() {
+			id, err := uuid.Parse(cr.GetCommandId())
+			if err != nil {
+				continue
+			}
+			at := cr.GetCompletedAt().AsTime()
+			if cr.CompletedAt == nil {
+				at = r.At
+			}
+			r.CommandResults = append(r.CommandResults, CommandResult{ID: id, Succeeded: cr.GetSucceeded(), Summary: cr.GetSummary(), CompletedAt: at})
 		}
 		if q := m.GetQueue(); q != nil {
 			r.Queue = &QueueStats{Depth: int64(q.GetDepth()), Dropped: int64(q.GetDropped())}
@@ -116,7 +144,12 @@ func (s *Service) Heartbeat(ctx context.Context, req *connect.Request[agentv1.He
 	if err != nil {
 		return nil, s.rpcError(err)
 	}
-	return connect.NewResponse(&agentv1.HeartbeatResponse{AckedSeqs: ack.Seqs, NextInterval: durationpb.New(ack.Interval)}), nil
+	resp := &agentv1.HeartbeatResponse{AckedSeqs: ack.Seqs, NextInterval: durationpb.New(ack.Interval),
+		Discovery: &agentv1.DiscoveryPolicy{PassiveNeighbor: ack.Policy.PassiveNeighbor, AllowedCidrs: ack.Policy.CIDRs, Version: int64(ack.Policy.Version)}}
+	for _, c := range ack.Commands {
+		resp.Commands = append(resp.Commands, c.proto())
+	}
+	return connect.NewResponse(resp), nil
 }
 
 // RotateCertificate implements AgentService.RotateCertificate: a new

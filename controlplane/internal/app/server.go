@@ -22,14 +22,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/edgeward/edgeward/controlplane/internal/agents"
+	"github.com/edgeward/edgeward/controlplane/internal/alerts"
 	"github.com/edgeward/edgeward/controlplane/internal/api"
 	"github.com/edgeward/edgeward/controlplane/internal/assets"
 	"github.com/edgeward/edgeward/controlplane/internal/audit"
 	"github.com/edgeward/edgeward/controlplane/internal/auth"
 	"github.com/edgeward/edgeward/controlplane/internal/db"
+	"github.com/edgeward/edgeward/controlplane/internal/discovery"
+	"github.com/edgeward/edgeward/controlplane/internal/evidence"
 	"github.com/edgeward/edgeward/controlplane/internal/httpx"
 	"github.com/edgeward/edgeward/controlplane/internal/pki"
 	"github.com/edgeward/edgeward/controlplane/internal/problem"
+	"github.com/edgeward/edgeward/controlplane/internal/tickets"
 )
 
 // ServeConfig configures a running control plane.
@@ -76,7 +80,10 @@ type rest struct {
 	*tokensAPI
 	*agentsService
 	*assetsAPI
-	pending
+	*discoveryAPI
+	*alertsAPI
+	*evidenceAPI
+	*ticketsAPI
 }
 
 type (
@@ -85,6 +92,10 @@ type (
 	tokensAPI     = agents.TokensAPI
 	agentsService = agents.Service
 	assetsAPI     = assets.API
+	discoveryAPI  = discovery.API
+	alertsAPI     = alerts.API
+	evidenceAPI   = evidence.API
+	ticketsAPI    = tickets.API
 )
 
 // health and readiness are the bodies of /healthz and /readyz (schemas
@@ -133,8 +144,10 @@ func Start(ctx context.Context, cfg ServeConfig) (*Server, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), poolCollector{pool})
 	authn := &auth.Authenticator{Pool: pool}
-	agentsCfg := agents.Config{Pool: pool, CA: s.CA, Assets: assets.Store{}, CertLifetime: cfg.AgentCertLifetime,
-		HeartbeatInterval: cfg.AgentHeartbeatInterval, Metrics: agents.NewMetrics(reg)}
+	assetStore := assets.Store{}
+	agentsCfg := agents.Config{Pool: pool, CA: s.CA, Assets: assetStore, CertLifetime: cfg.AgentCertLifetime,
+		HeartbeatInterval: cfg.AgentHeartbeatInterval, Metrics: agents.NewMetrics(reg),
+		Discovery: discovery.Ingest{Assets: assetStore, Alerts: alerts.Raiser{Assets: assetStore}}}
 	agentSvc := agents.New(agentsCfg, log)
 	gate := httpx.Config{
 		Index:          index,
@@ -152,6 +165,10 @@ func Start(ctx context.Context, cfg ServeConfig) (*Server, error) {
 		tokensAPI:     &agents.TokensAPI{Cfg: &agentsCfg},
 		agentsService: agentSvc,
 		assetsAPI:     &assets.API{Pool: pool},
+		discoveryAPI:  &discovery.API{Pool: pool},
+		alertsAPI:     &alerts.API{Pool: pool, Assets: assetStore},
+		evidenceAPI:   &evidence.API{Pool: pool},
+		ticketsAPI:    &tickets.API{Pool: pool},
 	}, nil, api.StrictHTTPServerOptions{
 		RequestErrorHandlerFunc:  gate.ErrorHandler(),
 		ResponseErrorHandlerFunc: gate.ErrorHandler(),

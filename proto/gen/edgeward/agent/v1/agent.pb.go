@@ -30,6 +30,63 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// CommandType lists the only commands an agent runs: built-in and safe,
+// never arbitrary execution.
+type CommandType int32
+
+const (
+	CommandType_COMMAND_TYPE_UNSPECIFIED CommandType = 0
+	// Collect and send host facts now.
+	CommandType_COMMAND_TYPE_REFRESH_FACTS CommandType = 1
+	// Read the neighbour tables now (if the policy allows it) and send them.
+	CommandType_COMMAND_TYPE_RUN_DISCOVERY CommandType = 2
+	// Rotate the client certificate now.
+	CommandType_COMMAND_TYPE_ROTATE_CERTIFICATE CommandType = 3
+)
+
+// Enum value maps for CommandType.
+var (
+	CommandType_name = map[int32]string{
+		0: "COMMAND_TYPE_UNSPECIFIED",
+		1: "COMMAND_TYPE_REFRESH_FACTS",
+		2: "COMMAND_TYPE_RUN_DISCOVERY",
+		3: "COMMAND_TYPE_ROTATE_CERTIFICATE",
+	}
+	CommandType_value = map[string]int32{
+		"COMMAND_TYPE_UNSPECIFIED":        0,
+		"COMMAND_TYPE_REFRESH_FACTS":      1,
+		"COMMAND_TYPE_RUN_DISCOVERY":      2,
+		"COMMAND_TYPE_ROTATE_CERTIFICATE": 3,
+	}
+)
+
+func (x CommandType) Enum() *CommandType {
+	p := new(CommandType)
+	*p = x
+	return p
+}
+
+func (x CommandType) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CommandType) Descriptor() protoreflect.EnumDescriptor {
+	return file_edgeward_agent_v1_agent_proto_enumTypes[0].Descriptor()
+}
+
+func (CommandType) Type() protoreflect.EnumType {
+	return &file_edgeward_agent_v1_agent_proto_enumTypes[0]
+}
+
+func (x CommandType) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CommandType.Descriptor instead.
+func (CommandType) EnumDescriptor() ([]byte, []int) {
+	return file_edgeward_agent_v1_agent_proto_rawDescGZIP(), []int{0}
+}
+
 // HostFacts describe the machine an agent runs on.
 type HostFacts struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -525,13 +582,18 @@ func (x *EnrollResponse) GetReenrolled() bool {
 type Report struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Assigned by the agent, strictly increasing per agent identity.
-	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
-	Facts         *HostFacts             `protobuf:"bytes,3,opt,name=facts,proto3" json:"facts,omitempty"`
-	Observations  []*NeighborObservation `protobuf:"bytes,4,rep,name=observations,proto3" json:"observations,omitempty"`
-	Queue         *QueueStats            `protobuf:"bytes,5,opt,name=queue,proto3" json:"queue,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Seq          uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	CreatedAt    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	Facts        *HostFacts             `protobuf:"bytes,3,opt,name=facts,proto3" json:"facts,omitempty"`
+	Observations []*NeighborObservation `protobuf:"bytes,4,rep,name=observations,proto3" json:"observations,omitempty"`
+	Queue        *QueueStats            `protobuf:"bytes,5,opt,name=queue,proto3" json:"queue,omitempty"`
+	// Results of commands the agent ran since its previous report.
+	CommandResults []*CommandResult `protobuf:"bytes,6,rep,name=command_results,json=commandResults,proto3" json:"command_results,omitempty"`
+	// Neighbour entries the agent dropped because its discovery policy does
+	// not cover them, since its previous report.
+	ObservationsDropped uint64 `protobuf:"varint,7,opt,name=observations_dropped,json=observationsDropped,proto3" json:"observations_dropped,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *Report) Reset() {
@@ -597,6 +659,20 @@ func (x *Report) GetQueue() *QueueStats {
 		return x.Queue
 	}
 	return nil
+}
+
+func (x *Report) GetCommandResults() []*CommandResult {
+	if x != nil {
+		return x.CommandResults
+	}
+	return nil
+}
+
+func (x *Report) GetObservationsDropped() uint64 {
+	if x != nil {
+		return x.ObservationsDropped
+	}
+	return 0
 }
 
 // NeighborObservation is one entry of the host's neighbour table (ARP or NDP).
@@ -787,8 +863,13 @@ type HeartbeatResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The sequence numbers the server has durably accepted; the agent deletes
 	// exactly these from its queue.
-	AckedSeqs     []uint64             `protobuf:"varint,1,rep,packed,name=acked_seqs,json=ackedSeqs,proto3" json:"acked_seqs,omitempty"`
-	NextInterval  *durationpb.Duration `protobuf:"bytes,2,opt,name=next_interval,json=nextInterval,proto3" json:"next_interval,omitempty"`
+	AckedSeqs    []uint64             `protobuf:"varint,1,rep,packed,name=acked_seqs,json=ackedSeqs,proto3" json:"acked_seqs,omitempty"`
+	NextInterval *durationpb.Duration `protobuf:"bytes,2,opt,name=next_interval,json=nextInterval,proto3" json:"next_interval,omitempty"`
+	// What the agent's site policy lets it observe. Absent or not
+	// passive_neighbor: the agent does not read its neighbour tables.
+	Discovery *DiscoveryPolicy `protobuf:"bytes,3,opt,name=discovery,proto3" json:"discovery,omitempty"`
+	// Commands for the agent to run; it reports their results in a later report.
+	Commands      []*Command `protobuf:"bytes,4,rep,name=commands,proto3" json:"commands,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -837,6 +918,203 @@ func (x *HeartbeatResponse) GetNextInterval() *durationpb.Duration {
 	return nil
 }
 
+func (x *HeartbeatResponse) GetDiscovery() *DiscoveryPolicy {
+	if x != nil {
+		return x.Discovery
+	}
+	return nil
+}
+
+func (x *HeartbeatResponse) GetCommands() []*Command {
+	if x != nil {
+		return x.Commands
+	}
+	return nil
+}
+
+// DiscoveryPolicy is the part of a site's discovery policy an agent applies.
+type DiscoveryPolicy struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	PassiveNeighbor bool                   `protobuf:"varint,1,opt,name=passive_neighbor,json=passiveNeighbor,proto3" json:"passive_neighbor,omitempty"`
+	// Only neighbours inside these CIDRs are reported; others are dropped and counted.
+	AllowedCidrs  []string `protobuf:"bytes,2,rep,name=allowed_cidrs,json=allowedCidrs,proto3" json:"allowed_cidrs,omitempty"`
+	Version       int64    `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DiscoveryPolicy) Reset() {
+	*x = DiscoveryPolicy{}
+	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DiscoveryPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DiscoveryPolicy) ProtoMessage() {}
+
+func (x *DiscoveryPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DiscoveryPolicy.ProtoReflect.Descriptor instead.
+func (*DiscoveryPolicy) Descriptor() ([]byte, []int) {
+	return file_edgeward_agent_v1_agent_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *DiscoveryPolicy) GetPassiveNeighbor() bool {
+	if x != nil {
+		return x.PassiveNeighbor
+	}
+	return false
+}
+
+func (x *DiscoveryPolicy) GetAllowedCidrs() []string {
+	if x != nil {
+		return x.AllowedCidrs
+	}
+	return nil
+}
+
+func (x *DiscoveryPolicy) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+type Command struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Type          CommandType            `protobuf:"varint,2,opt,name=type,proto3,enum=edgeward.agent.v1.CommandType" json:"type,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Command) Reset() {
+	*x = Command{}
+	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Command) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Command) ProtoMessage() {}
+
+func (x *Command) ProtoReflect() protoreflect.Message {
+	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Command.ProtoReflect.Descriptor instead.
+func (*Command) Descriptor() ([]byte, []int) {
+	return file_edgeward_agent_v1_agent_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Command) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Command) GetType() CommandType {
+	if x != nil {
+		return x.Type
+	}
+	return CommandType_COMMAND_TYPE_UNSPECIFIED
+}
+
+type CommandResult struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	CommandId string                 `protobuf:"bytes,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
+	Succeeded bool                   `protobuf:"varint,2,opt,name=succeeded,proto3" json:"succeeded,omitempty"`
+	// One line saying what happened.
+	Summary       string                 `protobuf:"bytes,3,opt,name=summary,proto3" json:"summary,omitempty"`
+	CompletedAt   *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=completed_at,json=completedAt,proto3" json:"completed_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommandResult) Reset() {
+	*x = CommandResult{}
+	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommandResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommandResult) ProtoMessage() {}
+
+func (x *CommandResult) ProtoReflect() protoreflect.Message {
+	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
+func (*CommandResult) Descriptor() ([]byte, []int) {
+	return file_edgeward_agent_v1_agent_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *CommandResult) GetCommandId() string {
+	if x != nil {
+		return x.CommandId
+	}
+	return ""
+}
+
+func (x *CommandResult) GetSucceeded() bool {
+	if x != nil {
+		return x.Succeeded
+	}
+	return false
+}
+
+func (x *CommandResult) GetSummary() string {
+	if x != nil {
+		return x.Summary
+	}
+	return ""
+}
+
+func (x *CommandResult) GetCompletedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CompletedAt
+	}
+	return nil
+}
+
 type RotateCertificateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// A CSR for the agent's new key, DER encoded.
@@ -847,7 +1125,7 @@ type RotateCertificateRequest struct {
 
 func (x *RotateCertificateRequest) Reset() {
 	*x = RotateCertificateRequest{}
-	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -859,7 +1137,7 @@ func (x *RotateCertificateRequest) String() string {
 func (*RotateCertificateRequest) ProtoMessage() {}
 
 func (x *RotateCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -872,7 +1150,7 @@ func (x *RotateCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RotateCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_edgeward_agent_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_edgeward_agent_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RotateCertificateRequest) GetCsrDer() []byte {
@@ -893,7 +1171,7 @@ type RotateCertificateResponse struct {
 
 func (x *RotateCertificateResponse) Reset() {
 	*x = RotateCertificateResponse{}
-	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -905,7 +1183,7 @@ func (x *RotateCertificateResponse) String() string {
 func (*RotateCertificateResponse) ProtoMessage() {}
 
 func (x *RotateCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_edgeward_agent_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -918,7 +1196,7 @@ func (x *RotateCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCertificateResponse.ProtoReflect.Descriptor instead.
 func (*RotateCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_edgeward_agent_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_edgeward_agent_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RotateCertificateResponse) GetCertificateDer() []byte {
@@ -998,14 +1276,16 @@ const file_edgeward_agent_v1_agent_proto_rawDesc = "" +
 	"\x12heartbeat_interval\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\x12\x1e\n" +
 	"\n" +
 	"reenrolled\x18\x06 \x01(\bR\n" +
-	"reenrolled\"\x8a\x02\n" +
+	"reenrolled\"\x88\x03\n" +
 	"\x06Report\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x129\n" +
 	"\n" +
 	"created_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x122\n" +
 	"\x05facts\x18\x03 \x01(\v2\x1c.edgeward.agent.v1.HostFactsR\x05facts\x12J\n" +
 	"\fobservations\x18\x04 \x03(\v2&.edgeward.agent.v1.NeighborObservationR\fobservations\x123\n" +
-	"\x05queue\x18\x05 \x01(\v2\x1d.edgeward.agent.v1.QueueStatsR\x05queue\"\xe9\x01\n" +
+	"\x05queue\x18\x05 \x01(\v2\x1d.edgeward.agent.v1.QueueStatsR\x05queue\x12I\n" +
+	"\x0fcommand_results\x18\x06 \x03(\v2 .edgeward.agent.v1.CommandResultR\x0ecommandResults\x121\n" +
+	"\x14observations_dropped\x18\a \x01(\x04R\x13observationsDropped\"\xe9\x01\n" +
 	"\x13NeighborObservation\x12\x10\n" +
 	"\x03mac\x18\x01 \x01(\tR\x03mac\x12\x0e\n" +
 	"\x02ip\x18\x02 \x01(\tR\x02ip\x12\x1c\n" +
@@ -1019,17 +1299,37 @@ const file_edgeward_agent_v1_agent_proto_rawDesc = "" +
 	"\x05depth\x18\x01 \x01(\x04R\x05depth\x12\x18\n" +
 	"\adropped\x18\x02 \x01(\x04R\adropped\"G\n" +
 	"\x10HeartbeatRequest\x123\n" +
-	"\areports\x18\x01 \x03(\v2\x19.edgeward.agent.v1.ReportR\areports\"r\n" +
+	"\areports\x18\x01 \x03(\v2\x19.edgeward.agent.v1.ReportR\areports\"\xec\x01\n" +
 	"\x11HeartbeatResponse\x12\x1d\n" +
 	"\n" +
 	"acked_seqs\x18\x01 \x03(\x04R\tackedSeqs\x12>\n" +
-	"\rnext_interval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\fnextInterval\"3\n" +
+	"\rnext_interval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\fnextInterval\x12@\n" +
+	"\tdiscovery\x18\x03 \x01(\v2\".edgeward.agent.v1.DiscoveryPolicyR\tdiscovery\x126\n" +
+	"\bcommands\x18\x04 \x03(\v2\x1a.edgeward.agent.v1.CommandR\bcommands\"{\n" +
+	"\x0fDiscoveryPolicy\x12)\n" +
+	"\x10passive_neighbor\x18\x01 \x01(\bR\x0fpassiveNeighbor\x12#\n" +
+	"\rallowed_cidrs\x18\x02 \x03(\tR\fallowedCidrs\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\x03R\aversion\"M\n" +
+	"\aCommand\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x122\n" +
+	"\x04type\x18\x02 \x01(\x0e2\x1e.edgeward.agent.v1.CommandTypeR\x04type\"\xa5\x01\n" +
+	"\rCommandResult\x12\x1d\n" +
+	"\n" +
+	"command_id\x18\x01 \x01(\tR\tcommandId\x12\x1c\n" +
+	"\tsucceeded\x18\x02 \x01(\bR\tsucceeded\x12\x18\n" +
+	"\asummary\x18\x03 \x01(\tR\asummary\x12=\n" +
+	"\fcompleted_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vcompletedAt\"3\n" +
 	"\x18RotateCertificateRequest\x12\x17\n" +
 	"\acsr_der\x18\x01 \x01(\fR\x06csrDer\"\xbe\x01\n" +
 	"\x19RotateCertificateResponse\x12'\n" +
 	"\x0fcertificate_der\x18\x01 \x01(\fR\x0ecertificateDer\x12.\n" +
 	"\x13ca_certificates_der\x18\x02 \x03(\fR\x11caCertificatesDer\x12H\n" +
-	"\x12heartbeat_interval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval2b\n" +
+	"\x12heartbeat_interval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval*\x90\x01\n" +
+	"\vCommandType\x12\x1c\n" +
+	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12\x1e\n" +
+	"\x1aCOMMAND_TYPE_REFRESH_FACTS\x10\x01\x12\x1e\n" +
+	"\x1aCOMMAND_TYPE_RUN_DISCOVERY\x10\x02\x12#\n" +
+	"\x1fCOMMAND_TYPE_ROTATE_CERTIFICATE\x10\x032b\n" +
 	"\x11EnrollmentService\x12M\n" +
 	"\x06Enroll\x12 .edgeward.agent.v1.EnrollRequest\x1a!.edgeward.agent.v1.EnrollResponse2\xd6\x01\n" +
 	"\fAgentService\x12V\n" +
@@ -1050,50 +1350,60 @@ func file_edgeward_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_edgeward_agent_v1_agent_proto_rawDescData
 }
 
-var file_edgeward_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_edgeward_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_edgeward_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_edgeward_agent_v1_agent_proto_goTypes = []any{
-	(*HostFacts)(nil),                 // 0: edgeward.agent.v1.HostFacts
-	(*NetworkInterface)(nil),          // 1: edgeward.agent.v1.NetworkInterface
-	(*Disk)(nil),                      // 2: edgeward.agent.v1.Disk
-	(*EnrollRequest)(nil),             // 3: edgeward.agent.v1.EnrollRequest
-	(*EnrollResponse)(nil),            // 4: edgeward.agent.v1.EnrollResponse
-	(*Report)(nil),                    // 5: edgeward.agent.v1.Report
-	(*NeighborObservation)(nil),       // 6: edgeward.agent.v1.NeighborObservation
-	(*QueueStats)(nil),                // 7: edgeward.agent.v1.QueueStats
-	(*HeartbeatRequest)(nil),          // 8: edgeward.agent.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),         // 9: edgeward.agent.v1.HeartbeatResponse
-	(*RotateCertificateRequest)(nil),  // 10: edgeward.agent.v1.RotateCertificateRequest
-	(*RotateCertificateResponse)(nil), // 11: edgeward.agent.v1.RotateCertificateResponse
-	(*timestamppb.Timestamp)(nil),     // 12: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),       // 13: google.protobuf.Duration
+	(CommandType)(0),                  // 0: edgeward.agent.v1.CommandType
+	(*HostFacts)(nil),                 // 1: edgeward.agent.v1.HostFacts
+	(*NetworkInterface)(nil),          // 2: edgeward.agent.v1.NetworkInterface
+	(*Disk)(nil),                      // 3: edgeward.agent.v1.Disk
+	(*EnrollRequest)(nil),             // 4: edgeward.agent.v1.EnrollRequest
+	(*EnrollResponse)(nil),            // 5: edgeward.agent.v1.EnrollResponse
+	(*Report)(nil),                    // 6: edgeward.agent.v1.Report
+	(*NeighborObservation)(nil),       // 7: edgeward.agent.v1.NeighborObservation
+	(*QueueStats)(nil),                // 8: edgeward.agent.v1.QueueStats
+	(*HeartbeatRequest)(nil),          // 9: edgeward.agent.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),         // 10: edgeward.agent.v1.HeartbeatResponse
+	(*DiscoveryPolicy)(nil),           // 11: edgeward.agent.v1.DiscoveryPolicy
+	(*Command)(nil),                   // 12: edgeward.agent.v1.Command
+	(*CommandResult)(nil),             // 13: edgeward.agent.v1.CommandResult
+	(*RotateCertificateRequest)(nil),  // 14: edgeward.agent.v1.RotateCertificateRequest
+	(*RotateCertificateResponse)(nil), // 15: edgeward.agent.v1.RotateCertificateResponse
+	(*timestamppb.Timestamp)(nil),     // 16: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 17: google.protobuf.Duration
 }
 var file_edgeward_agent_v1_agent_proto_depIdxs = []int32{
-	1,  // 0: edgeward.agent.v1.HostFacts.interfaces:type_name -> edgeward.agent.v1.NetworkInterface
-	12, // 1: edgeward.agent.v1.HostFacts.boot_time:type_name -> google.protobuf.Timestamp
-	13, // 2: edgeward.agent.v1.HostFacts.uptime:type_name -> google.protobuf.Duration
-	2,  // 3: edgeward.agent.v1.HostFacts.disks:type_name -> edgeward.agent.v1.Disk
-	0,  // 4: edgeward.agent.v1.EnrollRequest.facts:type_name -> edgeward.agent.v1.HostFacts
-	13, // 5: edgeward.agent.v1.EnrollResponse.heartbeat_interval:type_name -> google.protobuf.Duration
-	12, // 6: edgeward.agent.v1.Report.created_at:type_name -> google.protobuf.Timestamp
-	0,  // 7: edgeward.agent.v1.Report.facts:type_name -> edgeward.agent.v1.HostFacts
-	6,  // 8: edgeward.agent.v1.Report.observations:type_name -> edgeward.agent.v1.NeighborObservation
-	7,  // 9: edgeward.agent.v1.Report.queue:type_name -> edgeward.agent.v1.QueueStats
-	12, // 10: edgeward.agent.v1.NeighborObservation.first_seen_at:type_name -> google.protobuf.Timestamp
-	12, // 11: edgeward.agent.v1.NeighborObservation.last_seen_at:type_name -> google.protobuf.Timestamp
-	5,  // 12: edgeward.agent.v1.HeartbeatRequest.reports:type_name -> edgeward.agent.v1.Report
-	13, // 13: edgeward.agent.v1.HeartbeatResponse.next_interval:type_name -> google.protobuf.Duration
-	13, // 14: edgeward.agent.v1.RotateCertificateResponse.heartbeat_interval:type_name -> google.protobuf.Duration
-	3,  // 15: edgeward.agent.v1.EnrollmentService.Enroll:input_type -> edgeward.agent.v1.EnrollRequest
-	8,  // 16: edgeward.agent.v1.AgentService.Heartbeat:input_type -> edgeward.agent.v1.HeartbeatRequest
-	10, // 17: edgeward.agent.v1.AgentService.RotateCertificate:input_type -> edgeward.agent.v1.RotateCertificateRequest
-	4,  // 18: edgeward.agent.v1.EnrollmentService.Enroll:output_type -> edgeward.agent.v1.EnrollResponse
-	9,  // 19: edgeward.agent.v1.AgentService.Heartbeat:output_type -> edgeward.agent.v1.HeartbeatResponse
-	11, // 20: edgeward.agent.v1.AgentService.RotateCertificate:output_type -> edgeward.agent.v1.RotateCertificateResponse
-	18, // [18:21] is the sub-list for method output_type
-	15, // [15:18] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	2,  // 0: edgeward.agent.v1.HostFacts.interfaces:type_name -> edgeward.agent.v1.NetworkInterface
+	16, // 1: edgeward.agent.v1.HostFacts.boot_time:type_name -> google.protobuf.Timestamp
+	17, // 2: edgeward.agent.v1.HostFacts.uptime:type_name -> google.protobuf.Duration
+	3,  // 3: edgeward.agent.v1.HostFacts.disks:type_name -> edgeward.agent.v1.Disk
+	1,  // 4: edgeward.agent.v1.EnrollRequest.facts:type_name -> edgeward.agent.v1.HostFacts
+	17, // 5: edgeward.agent.v1.EnrollResponse.heartbeat_interval:type_name -> google.protobuf.Duration
+	16, // 6: edgeward.agent.v1.Report.created_at:type_name -> google.protobuf.Timestamp
+	1,  // 7: edgeward.agent.v1.Report.facts:type_name -> edgeward.agent.v1.HostFacts
+	7,  // 8: edgeward.agent.v1.Report.observations:type_name -> edgeward.agent.v1.NeighborObservation
+	8,  // 9: edgeward.agent.v1.Report.queue:type_name -> edgeward.agent.v1.QueueStats
+	13, // 10: edgeward.agent.v1.Report.command_results:type_name -> edgeward.agent.v1.CommandResult
+	16, // 11: edgeward.agent.v1.NeighborObservation.first_seen_at:type_name -> google.protobuf.Timestamp
+	16, // 12: edgeward.agent.v1.NeighborObservation.last_seen_at:type_name -> google.protobuf.Timestamp
+	6,  // 13: edgeward.agent.v1.HeartbeatRequest.reports:type_name -> edgeward.agent.v1.Report
+	17, // 14: edgeward.agent.v1.HeartbeatResponse.next_interval:type_name -> google.protobuf.Duration
+	11, // 15: edgeward.agent.v1.HeartbeatResponse.discovery:type_name -> edgeward.agent.v1.DiscoveryPolicy
+	12, // 16: edgeward.agent.v1.HeartbeatResponse.commands:type_name -> edgeward.agent.v1.Command
+	0,  // 17: edgeward.agent.v1.Command.type:type_name -> edgeward.agent.v1.CommandType
+	16, // 18: edgeward.agent.v1.CommandResult.completed_at:type_name -> google.protobuf.Timestamp
+	17, // 19: edgeward.agent.v1.RotateCertificateResponse.heartbeat_interval:type_name -> google.protobuf.Duration
+	4,  // 20: edgeward.agent.v1.EnrollmentService.Enroll:input_type -> edgeward.agent.v1.EnrollRequest
+	9,  // 21: edgeward.agent.v1.AgentService.Heartbeat:input_type -> edgeward.agent.v1.HeartbeatRequest
+	14, // 22: edgeward.agent.v1.AgentService.RotateCertificate:input_type -> edgeward.agent.v1.RotateCertificateRequest
+	5,  // 23: edgeward.agent.v1.EnrollmentService.Enroll:output_type -> edgeward.agent.v1.EnrollResponse
+	10, // 24: edgeward.agent.v1.AgentService.Heartbeat:output_type -> edgeward.agent.v1.HeartbeatResponse
+	15, // 25: edgeward.agent.v1.AgentService.RotateCertificate:output_type -> edgeward.agent.v1.RotateCertificateResponse
+	23, // [23:26] is the sub-list for method output_type
+	20, // [20:23] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_edgeward_agent_v1_agent_proto_init() }
@@ -1106,13 +1416,14 @@ func file_edgeward_agent_v1_agent_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_edgeward_agent_v1_agent_proto_rawDesc), len(file_edgeward_agent_v1_agent_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   12,
+			NumEnums:      1,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
 		GoTypes:           file_edgeward_agent_v1_agent_proto_goTypes,
 		DependencyIndexes: file_edgeward_agent_v1_agent_proto_depIdxs,
+		EnumInfos:         file_edgeward_agent_v1_agent_proto_enumTypes,
 		MessageInfos:      file_edgeward_agent_v1_agent_proto_msgTypes,
 	}.Build()
 	File_edgeward_agent_v1_agent_proto = out.File
