@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/edgeward/edgeward/controlplane/internal/assets"
+	"github.com/edgeward/edgeward/controlplane/internal/audit"
 	"github.com/edgeward/edgeward/controlplane/internal/db"
 	"github.com/edgeward/edgeward/controlplane/internal/discovery"
 )
@@ -27,9 +28,9 @@ type Report struct {
 	ObservationsDropped int64
 	// CommandResults report commands the agent ran.
 	CommandResults []CommandResult
-	Seq   uint64
-	At    time.Time
-	Facts *Facts
+	Seq            uint64
+	At             time.Time
+	Facts          *Facts
 	// FactsHash is Facts.Hash(), computed by NewReport on the calling
 	// goroutine so the ingest workers do not.
 	FactsHash []byte
@@ -372,7 +373,9 @@ func (in *Ingester) applyTenant(ctx context.Context, tenant uuid.UUID, jobs []*j
 				}
 			}
 			for _, d := range toObserve {
-				if err := in.cfg.Discovery.Observe(ctx, tx, tenant, d.col, d.obs, d.dropped); err != nil {
+				// What the observations cause (alerts, evidence) is the agent's doing.
+				actx := audit.WithActor(ctx, audit.Actor{Type: audit.ActorAgent, ID: d.col.AgentID.String(), Name: work[d.col.AgentID].hostname})
+				if err := in.cfg.Discovery.Observe(actx, tx, tenant, d.col, d.obs, d.dropped); err != nil {
 					return err
 				}
 			}

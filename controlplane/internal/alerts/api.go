@@ -300,4 +300,3 @@ func LinkTicket(ctx context.Context, tx pgx.Tx, tenantID, alertID, ticketID uuid
 	return addTimeline(ctx, tx, tenantID, alertID, "ticket_linked", fmt.Sprintf("ticket #%d opened", number),
 		map[string]any{"ticket_id": ticketID.String(), "number": number})
 }
-

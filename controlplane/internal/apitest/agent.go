@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
@@ -57,13 +58,20 @@ func CSR(t testing.TB, key *ecdsa.PrivateKey) []byte {
 // bootTime is when every simulated machine booted.
 var bootTime = time.Date(2026, 11, 1, 8, 0, 0, 0, time.UTC)
 
+// MACFor is the interface MAC of a simulated machine: distinct per machine,
+// locally administered.
+func MACFor(machineID string) string {
+	sum := sha256.Sum256([]byte(machineID))
+	return fmt.Sprintf("02:%02x:%02x:%02x:%02x:%02x", sum[0], sum[1], sum[2], sum[3], sum[4])
+}
+
 // Facts are plausible host facts for a simulated machine.
 func Facts(machineID, hostname string) *agentv1.HostFacts {
 	return &agentv1.HostFacts{
 		Hostname: hostname, Os: "linux", Platform: "debian", PlatformVersion: "12", KernelVersion: "6.1.0-28-amd64", Arch: "amd64",
 		MachineId: machineID, AgentVersion: "test", CpuCount: 8, CpuModel: "Test CPU", MemoryTotalBytes: 16 << 30,
 		Uptime: durationpb.New(time.Hour), BootTime: timestamppb.New(bootTime),
-		Interfaces: []*agentv1.NetworkInterface{{Name: "eth0", Mac: "02:00:00:00:00:01", Addresses: []string{"192.0.2.10/24", "fe80::1/64"}}},
+		Interfaces: []*agentv1.NetworkInterface{{Name: "eth0", Mac: MACFor(machineID), Addresses: []string{"192.0.2.10/24", "fe80::1/64"}}},
 		Disks:      []*agentv1.Disk{{Mountpoint: "/", Device: "/dev/sda1", Fstype: "ext4", TotalBytes: 256 << 30, UsedBytes: 100 << 30}},
 	}
 }

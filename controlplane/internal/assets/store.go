@@ -256,7 +256,7 @@ func (Store) List(ctx context.Context, tx pgx.Tx, f Filter) ([]Asset, error) {
 
 // Get returns one asset, or a 404 problem.
 func (Store) Get(ctx context.Context, tx pgx.Tx, id uuid.UUID) (Asset, error) {
-	a, err := scanAsset(tx.QueryRow(ctx, `SELECT `+assetColumns+` FROM assets WHERE id = $1`, id))
+	a, err := scanAsset(tx.QueryRow(ctx, `SELECT `+assetColumns+` FROM assets WHERE id = $1 AND merged_into IS NULL`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return a, problem.NotFound("asset")
 	}
