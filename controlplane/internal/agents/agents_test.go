@@ -144,7 +144,7 @@ func TestEnrollIssuesAnIdentityAndAnAsset(t *testing.T) {
 	assert.Equal(t, "laptop-1", asset.Name)
 	assert.Equal(t, "agent", asset.Source)
 	assert.Equal(t, a.AgentID, *asset.AgentID)
-	assert.Equal(t, []string{"02:00:00:00:00:01"}, asset.Macs)
+	assert.Equal(t, []string{apitest.MACFor("machine-1")}, asset.Macs)
 
 	// A used-up single-use token is refused with a clear message.
 	_, err = enroll(t, env, token, "machine-2", "laptop-2")
@@ -529,10 +529,10 @@ func TestAgentsGoStaleAndListByStatus(t *testing.T) {
 	admin.Do("GET", "/api/v1/assets?q=H2", nil).JSON(t, &assets)
 	require.Len(t, assets.Items, 1)
 	assert.Equal(t, "h2", assets.Items[0].Name)
-	admin.Do("GET", "/api/v1/assets?q=02:00:00&source=agent&limit=1", nil).JSON(t, &assets)
+	admin.Do("GET", "/api/v1/assets?q=192.0.2.10&source=agent&limit=1", nil).JSON(t, &assets)
 	require.Len(t, assets.Items, 1)
 	require.NotNil(t, assets.NextCursor)
-	admin.Do("GET", "/api/v1/assets?q=02:00:00&limit=1&cursor="+*assets.NextCursor, nil).JSON(t, &assets)
+	admin.Do("GET", "/api/v1/assets?q=192.0.2.10&limit=1&cursor="+*assets.NextCursor, nil).JSON(t, &assets)
 	require.Len(t, assets.Items, 1)
 	admin.Do("GET", "/api/v1/assets?source=discovery", nil).JSON(t, &assets)
 	assert.Empty(t, assets.Items)

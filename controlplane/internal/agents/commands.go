@@ -69,8 +69,9 @@ func deliverCommands(ctx context.Context, tx pgx.Tx, agents []uuid.UUID) (map[uu
 }
 
 // completeCommands records what agents reported about their commands. A
-// result for a command that is not the agent's, or not outstanding, is
-// ignored (the same report may be delivered twice).
+// result for a command that is not the reporting agent's, or not
+// outstanding, is ignored: one agent cannot settle another's command, and
+// the same report may be delivered twice.
 func completeCommands(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, results []CommandResult) error {
 	for _, r := range results {
 		status := "failed"
@@ -83,7 +84,7 @@ func completeCommands(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, result
 		}
 		tag, err := tx.Exec(ctx, `
 			UPDATE agent_commands SET status = $2, completed_at = $3, result = $4
-			 WHERE id = $1 AND status IN ('queued', 'delivered')`, r.ID, status, r.CompletedAt, summary)
+			 WHERE id = $1 AND agent_id = $5 AND status IN ('queued', 'delivered')`, r.ID, status, r.CompletedAt, summary, r.agentID)
 		if err != nil {
 			return fmt.Errorf("complete command: %w", err)
 		}

@@ -49,6 +49,8 @@ type CommandResult struct {
 	Succeeded   bool
 	Summary     string
 	CompletedAt time.Time
+
+	agentID uuid.UUID // the reporting agent, set by ingest
 }
 
 // Ack is the outcome of a delivered batch of reports.
@@ -294,7 +296,10 @@ func (in *Ingester) applyTenant(ctx context.Context, tenant uuid.UUID, jobs []*j
 				}
 				d.obs = append(d.obs, rep.Observations...)
 				d.dropped += rep.ObservationsDropped
-				results = append(results, rep.CommandResults...)
+				for _, r := range rep.CommandResults {
+					r.agentID = id
+					results = append(results, r)
+				}
 				last = int64(rep.Seq)
 				if applied == 0 {
 					firstApplied = last
