@@ -39,7 +39,13 @@ type controlPlane struct {
 // newControlPlane migrates a fresh database, bootstraps a tenant and serves.
 func newControlPlane(t *testing.T, args ...string) *controlPlane {
 	t.Helper()
-	cp := &controlPlane{t: t, db: dbtest.New(t), addr: freeAddr(t), dataDir: t.TempDir(), args: args}
+	return newControlPlaneOn(t, freeAddr(t), args...)
+}
+
+// newControlPlaneOn is newControlPlane listening on addr.
+func newControlPlaneOn(t *testing.T, addr string, args ...string) *controlPlane {
+	t.Helper()
+	cp := &controlPlane{t: t, db: dbtest.New(t), addr: addr, dataDir: t.TempDir(), args: args}
 	admin := []string{"EDGEWARD_ADMIN_DATABASE_URL=" + cp.db.OwnerURL}
 	out, errOut, code := run(t, admin, "bootstrap", "--tenant", "acme", "--json")
 	require.Equal(t, 0, code, errOut)
@@ -67,8 +73,17 @@ func (cp *controlPlane) start() {
 
 func (cp *controlPlane) stop() { cp.t.Helper(); cp.proc.stop(cp.t) }
 
-// api calls the REST API like curl and validates the response against the spec.
+// api calls the REST API like curl, as the tenant admin, and validates the
+// response against the spec.
 func (cp *controlPlane) api(method, path string, body any) (int, []byte) {
+	cp.t.Helper()
+	status, _, got := cp.call(cp.admin, method, path, body, nil)
+	return status, got
+}
+
+// call is api with any bearer token and extra request headers; it returns
+// the response headers too.
+func (cp *controlPlane) call(token, method, path string, body any, header http.Header) (int, http.Header, []byte) {
 	cp.t.Helper()
 	var raw []byte
 	if body != nil {
@@ -78,7 +93,10 @@ func (cp *controlPlane) api(method, path string, body any) (int, []byte) {
 	}
 	req, err := http.NewRequest(method, cp.url()+path, bytes.NewReader(raw))
 	require.NoError(cp.t, err)
-	req.Header.Set("Authorization", "Bearer "+cp.admin)
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -89,7 +107,7 @@ func (cp *controlPlane) api(method, path string, body any) (int, []byte) {
 	require.NoError(cp.t, err)
 	_, err = apitest.Validate(req, raw, resp.StatusCode, resp.Header, got)
 	require.NoError(cp.t, err, "%s %s: %s", method, path, got)
-	return resp.StatusCode, got
+	return resp.StatusCode, resp.Header, got
 }
 
 func (cp *controlPlane) enrollmentToken(body map[string]any) (id, token string) {
