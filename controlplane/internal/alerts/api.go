@@ -291,12 +291,10 @@ func (a *API) ResolveAlert(ctx context.Context, req api.ResolveAlertRequestObjec
 	return api.ResolveAlert200JSONResponse(out), nil
 }
 
-// LinkTicket records that a ticket was opened from an alert (for rooms
-// that open tickets).
-func LinkTicket(ctx context.Context, tx pgx.Tx, tenantID, alertID, ticketID uuid.UUID, number int64) error {
-	if _, err := Get(ctx, tx, alertID, true); err != nil {
-		return err
-	}
-	return addTimeline(ctx, tx, tenantID, alertID, "ticket_linked", fmt.Sprintf("ticket #%d opened", number),
+// LinkTicket writes a ticket_linked entry on an alert's timeline, for the
+// tickets room when a ticket is opened from the alert or linked to it
+// (summary says which). The caller has checked the alert exists.
+func LinkTicket(ctx context.Context, tx pgx.Tx, tenantID, alertID, ticketID uuid.UUID, number int64, summary string) error {
+	return addTimeline(ctx, tx, tenantID, alertID, "ticket_linked", summary,
 		map[string]any{"ticket_id": ticketID.String(), "number": number})
 }

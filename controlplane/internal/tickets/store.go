@@ -18,6 +18,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/edgeward/edgeward/controlplane/internal/alerts"
 	"github.com/edgeward/edgeward/controlplane/internal/audit"
 	"github.com/edgeward/edgeward/controlplane/internal/etag"
 	"github.com/edgeward/edgeward/controlplane/internal/outbox"
@@ -604,20 +605,7 @@ func OpenFromAlert(ctx context.Context, tx pgx.Tx, tenantID, alertID uuid.UUID, 
 
 // recordOnAlert writes a ticket_linked entry on the alert's timeline.
 func recordOnAlert(ctx context.Context, tx pgx.Tx, tenantID, alertID uuid.UUID, summary string, t Ticket) error {
-	actor := audit.ActorFrom(ctx)
-	var actorID *string
-	if actor.ID != "" {
-		actorID = &actor.ID
-	}
-	_, err := tx.Exec(ctx, `
-		INSERT INTO alert_timeline (tenant_id, id, alert_id, at, kind, actor_type, actor_id, actor_name, summary, details)
-		VALUES ($1, $2, $3, now(), 'ticket_linked', $4, $5, $6, $7, $8)`,
-		tenantID, uuid.Must(uuid.NewV7()), alertID, actor.Type, actorID, actor.Name, summary,
-		map[string]any{"ticket_id": t.ID.String(), "number": t.Number})
-	if err != nil {
-		return fmt.Errorf("alert timeline: %w", err)
-	}
-	return nil
+	return alerts.LinkTicket(ctx, tx, tenantID, alertID, t.ID, t.Number, summary)
 }
 
 // facts are a ticket's fields that leave the system in domain events and
