@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/netip"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -52,6 +53,9 @@ type ServeConfig struct {
 	// room's defaults (30 days, 60 s).
 	AgentCertLifetime      time.Duration
 	AgentHeartbeatInterval time.Duration
+	// RetentionInterval is how often observations past their site's
+	// retention are deleted (default discovery.DefaultRetentionInterval).
+	RetentionInterval time.Duration
 }
 
 // Server is a started control plane.
@@ -200,9 +204,13 @@ func Start(ctx context.Context, cfg ServeConfig) (*Server, error) {
 	}
 	bg, stop := context.WithCancel(context.WithoutCancel(ctx))
 	s.stopBackground, s.backgroundDone = stop, make(chan struct{})
+	retention := discovery.Retention{Pool: pool, Interval: cfg.RetentionInterval, Logger: log}
 	go func() {
 		defer close(s.backgroundDone)
-		agentSvc.Run(bg)
+		var wg sync.WaitGroup
+		wg.Go(func() { agentSvc.Run(bg) })
+		wg.Go(func() { retention.Run(bg) })
+		wg.Wait()
 	}()
 	s.http = &http.Server{
 		Handler:           root,

@@ -2,6 +2,7 @@ package discovery_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -9,12 +10,15 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/edgeward/edgeward/controlplane/internal/apitest"
 	"github.com/edgeward/edgeward/controlplane/internal/caller"
+	"github.com/edgeward/edgeward/controlplane/internal/db"
+	"github.com/edgeward/edgeward/controlplane/internal/discovery"
 	agentv1 "github.com/edgeward/edgeward/proto/gen/edgeward/agent/v1"
 )
 
@@ -297,4 +301,62 @@ func TestObservationsUnderPolicy(t *testing.T) {
 func mustToken(t *testing.T, env *apitest.Env, site string) string {
 	_, token := env.EnrollmentToken(t, map[string]any{"name": "x", "site_id": site})
 	return token
+}
+
+// TestRetentionExpiresOldObservations: each site's retention applies in
+// every tenant, through the runtime role, and keeps what is recent.
+func TestRetentionExpiresOldObservations(t *testing.T) {
+	env := apitest.Start(t)
+	ctx := context.Background()
+	type tenant struct {
+		id    uuid.UUID
+		admin *apitest.Client
+		days  int
+	}
+	other, otherToken := env.NewTenant(t, "other")
+	tenants := []tenant{{env.Tenant.ID, env.Client(t, env.AdminToken), 30}, {other.ID, env.Client(t, otherToken), 7}}
+	for i, tn := range tenants {
+		site := createSite(t, tn.admin, "hq")
+		body := policyBody([]string{"192.0.2.0/24"}, []string{"passive_neighbor"})
+		body["observation_retention_days"] = tn.days
+		openPolicy(t, tn.admin, site, body)
+		r := tn.admin.Do("POST", "/api/v1/enrollment-tokens", map[string]any{"name": "hq", "site_id": site})
+		require.Equal(t, http.StatusCreated, r.Status, "%s", r.Body)
+		var tok struct {
+			Token string `json:"token"`
+		}
+		r.JSON(t, &tok)
+		a, err := env.Enroll(t, tok.Token, fmt.Sprintf("m-%d", i), "collector")
+		require.NoError(t, err)
+		rep := a.Report()
+		now := timestamppb.Now()
+		rep.Observations = []*agentv1.NeighborObservation{
+			{Mac: "de:ad:be:ef:00:01", Ip: "192.0.2.1", LastSeenAt: now},
+			{Mac: "de:ad:be:ef:00:02", Ip: "192.0.2.2", LastSeenAt: now},
+		}
+		_, err = a.RPC(t).Heartbeat(ctx, connect.NewRequest(&agentv1.HeartbeatRequest{Reports: []*agentv1.Report{rep}}))
+		require.NoError(t, err)
+		// One observation is just inside the retention, the other just past it.
+		require.NoError(t, db.InTenant(ctx, env.DB.Owner, tn.id, func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, `UPDATE observations SET last_seen_at = now() - make_interval(days => $1) + CASE WHEN ip = '192.0.2.1' THEN interval '1 hour' ELSE interval '-1 hour' END`, tn.days)
+			return err
+		}))
+	}
+
+	n, err := discovery.Retention{Pool: env.DB.App}.Sweep(ctx)
+	require.NoError(t, err)
+	assert.EqualValues(t, 2, n, "one past retention in each tenant")
+	for _, tn := range tenants {
+		var obs struct {
+			Items []struct {
+				IP string `json:"ip"`
+			} `json:"items"`
+		}
+		tn.admin.Do("GET", "/api/v1/discovery/observations", nil).JSON(t, &obs)
+		require.Len(t, obs.Items, 1)
+		assert.Equal(t, "192.0.2.1", obs.Items[0].IP)
+	}
+	n, err = discovery.Retention{Pool: env.DB.App}.Sweep(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, n, "sweeping again deletes nothing")
 }

@@ -234,14 +234,15 @@ func (in Ingest) ClaimHost(ctx context.Context, tx pgx.Tx, tenantID, hostAsset u
 	return nil
 }
 
-// Expire deletes observations older than their site's retention.
+// Expire deletes the tenant's observations older than their site's
+// retention (tx is a tenant transaction).
 func Expire(ctx context.Context, tx pgx.Tx) (int64, error) {
 	tag, err := tx.Exec(ctx, `
 		DELETE FROM observations o USING discovery_policies p
 		 WHERE p.tenant_id = o.tenant_id AND p.site_id = o.site_id
 		   AND o.last_seen_at < now() - make_interval(days => p.observation_retention_days)`)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("expire observations: %w", err)
 	}
 	return tag.RowsAffected(), nil
 }
