@@ -13,6 +13,8 @@ require (
 	github.com/stretchr/testify v1.12.1
 )
 
+require github.com/oapi-codegen/nullable v1.2.0
+
 require (
 	github.com/apapsch/go-jsonmerge/v2 v2.0.0 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect

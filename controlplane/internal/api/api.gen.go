@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/oapi-codegen/nullable"
 	"github.com/oapi-codegen/runtime"
 	openapi_types "github.com/oapi-codegen/runtime/types"
 )
@@ -1325,8 +1326,9 @@ type SiteList struct {
 
 // SitePatch defines model for SitePatch.
 type SitePatch struct {
-	Description *string `json:"description,omitempty"`
-	Name        *string `json:"name,omitempty"`
+	// Description The new description; `null` removes it.
+	Description nullable.Nullable[string] `json:"description,omitempty"`
+	Name        *string                   `json:"name,omitempty"`
 }
 
 // Ticket defines model for Ticket.
@@ -1418,11 +1420,12 @@ type TicketList struct {
 
 // TicketPatch defines model for TicketPatch.
 type TicketPatch struct {
-	AssigneeId  *openapi_types.UUID `json:"assignee_id,omitempty"`
-	Description *string             `json:"description,omitempty"`
-	Priority    *TicketPriority     `json:"priority,omitempty"`
-	Status      *TicketStatus       `json:"status,omitempty"`
-	Title       *string             `json:"title,omitempty"`
+	// AssigneeId The new assignee; `null` unassigns the ticket.
+	AssigneeId  nullable.Nullable[openapi_types.UUID] `json:"assignee_id,omitempty"`
+	Description *string                               `json:"description,omitempty"`
+	Priority    *TicketPriority                       `json:"priority,omitempty"`
+	Status      *TicketStatus                         `json:"status,omitempty"`
+	Title       *string                               `json:"title,omitempty"`
 }
 
 // TicketPriority defines model for TicketPriority.

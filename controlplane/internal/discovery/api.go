@@ -168,8 +168,11 @@ func (a *API) UpdateSite(ctx context.Context, req api.UpdateSiteRequestObject) (
 			details["name"] = strings.TrimSpace(*req.Body.Name)
 			s.Name = strings.TrimSpace(*req.Body.Name)
 		}
-		if req.Body.Description != nil {
-			s.Description = req.Body.Description
+		if req.Body.Description.IsSpecified() {
+			s.Description = nil // null removes it
+			if d, err := req.Body.Description.Get(); err == nil {
+				s.Description = &d
+			}
 			details["description_changed"] = true
 		}
 		err := tx.QueryRow(ctx, `UPDATE sites SET name = $2, description = $3, updated_at = now() WHERE id = $1 RETURNING updated_at`,

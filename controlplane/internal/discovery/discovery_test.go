@@ -68,6 +68,11 @@ func TestSitesAndPolicies(t *testing.T) {
 	r := admin.Do("PATCH", "/api/v1/sites/"+site, map[string]any{"name": "Berlin HQ"})
 	require.Equal(t, http.StatusOK, r.Status)
 	assert.Contains(t, string(r.Body), `"name":"Berlin HQ"`)
+	assert.Contains(t, string(r.Body), `"description":"test site"`, "absent leaves the description")
+	r = admin.Do("PATCH", "/api/v1/sites/"+site, map[string]any{"description": nil})
+	require.Equal(t, http.StatusOK, r.Status)
+	assert.Contains(t, string(r.Body), `"description":null`, "null removes it")
+	assert.Contains(t, string(r.Body), `"name":"Berlin HQ"`)
 	assert.Equal(t, "not_found", admin.Do("GET", "/api/v1/sites/"+uuid.NewString(), nil).Problem(t, 404).Code)
 	var sites struct {
 		Items []any `json:"items"`

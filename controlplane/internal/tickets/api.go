@@ -105,7 +105,14 @@ func (a *API) UpdateTicket(ctx context.Context, req api.UpdateTicketRequestObjec
 		return nil, err
 	}
 	b := req.Body
-	p := Patch{Title: b.Title, Description: b.Description, AssigneeID: b.AssigneeId}
+	p := Patch{Title: b.Title, Description: b.Description}
+	if b.AssigneeId.IsSpecified() {
+		if id, err := b.AssigneeId.Get(); err == nil {
+			p.AssigneeID = &id
+		} else {
+			p.Unassign = true
+		}
+	}
 	if b.Status != nil {
 		s := string(*b.Status)
 		p.Status = &s

@@ -116,6 +116,8 @@ type Patch struct {
 	Status      *string
 	Priority    *string
 	AssigneeID  *uuid.UUID
+	// Unassign removes the assignee (the body said "assignee_id": null).
+	Unassign bool
 }
 
 // Comment is one comment on a ticket.
@@ -326,7 +328,11 @@ func Update(ctx context.Context, tx pgx.Tx, tenantID, id uuid.UUID, ifMatch *str
 		next.Priority = *p.Priority
 		change("priority", cur.Priority, next.Priority)
 	}
-	if p.AssigneeID != nil && (cur.AssigneeID == nil || *cur.AssigneeID != *p.AssigneeID) {
+	switch {
+	case p.Unassign && cur.AssigneeID != nil:
+		next.AssigneeID = nil
+		change("assignee_id", optionalID(cur.AssigneeID), nil)
+	case p.AssigneeID != nil && (cur.AssigneeID == nil || *cur.AssigneeID != *p.AssigneeID):
 		if err := checkAssignee(ctx, tx, p.AssigneeID); err != nil {
 			return Ticket{}, err
 		}

@@ -407,6 +407,20 @@ func TestUpdate(t *testing.T) {
 		require.NotEmpty(t, p.Errors)
 		assert.Equal(t, "#/assignee_id", p.Errors[0].Pointer)
 		assert.Equal(t, before, snapshot(t, env, env.Tenant.ID), "the title did not change either")
+
+		// null unassigns; absent leaves the assignee alone.
+		r := patch(admin, tk.ID, cur.Version, map[string]any{"priority": "low"})
+		require.Equal(t, http.StatusOK, r.Status, "%s", r.Body)
+		got := get(t, admin, tk.ID)
+		require.NotNil(t, got.AssigneeID, "absent is not null")
+		r = patch(admin, tk.ID, got.Version, map[string]any{"assignee_id": nil})
+		require.Equal(t, http.StatusOK, r.Status, "%s", r.Body)
+		got = get(t, admin, tk.ID)
+		assert.Nil(t, got.AssigneeID)
+		var events auditEvents
+		admin.Do("GET", "/api/v1/audit/events?action=ticket.updated&target_id="+tk.ID+"&limit=1", nil).JSON(t, &events)
+		require.Len(t, events.Items, 1)
+		assert.Equal(t, map[string]any{"from": analyst.PrincipalID.String(), "to": nil}, events.Items[0].Details["changes"].(map[string]any)["assignee_id"])
 	})
 }
 
