@@ -48,8 +48,8 @@ type Neighbor struct {
 // On Linux it asks the kernel over rtnetlink and, where netlink is not
 // allowed (some sandboxes), falls back to /proc/net/arp, which has no IPv6
 // entries and no entry states. On Windows it calls GetIpNetTable2. On
-// other platforms, and on macOS in this build, the error wraps
-// ErrNeighborsUnsupported.
+// macOS it reads the routing table's RTF_LLINFO entries (no states but
+// "permanent"). On other platforms the error wraps ErrNeighborsUnsupported.
 func Neighbors(ctx context.Context) ([]Neighbor, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("neighbors: %w", err)
