@@ -244,7 +244,7 @@ func (s *Service) PostAgentHeartbeat(ctx context.Context, req api.PostAgentHeart
 			r.Observations = append(r.Observations, x)
 		}
 	}
-	ack, err := s.ingester.Submit(ctx, id, []Report{r})
+	ack, err := s.ingester.Submit(ctx, id, []Report{r}, false)
 	if err != nil {
 		var ie *IdentityError
 		if errors.As(err, &ie) {

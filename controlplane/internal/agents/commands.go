@@ -44,14 +44,25 @@ func (c PendingCommand) proto() *agentv1.Command {
 	return &agentv1.Command{Id: c.ID.String(), Type: commandTypes[c.Type]}
 }
 
-// deliverCommands hands queued, unexpired commands to the agents of a
-// heartbeat batch: one statement, served by a partial index that is empty
-// for almost every agent.
+// CommandLease is how long a delivered command waits for its result before
+// it is offered again: a response lost on the way must not lose the
+// command. The built-in commands are safe to run twice, and the first
+// result settles a command.
+const CommandLease = 5 * time.Minute
+
+// deliverCommands hands the agents of a heartbeat batch their unexpired
+// commands: queued ones, and delivered ones whose lease ran out without a
+// result. One statement, served by a partial index that is empty for
+// almost every agent.
 func deliverCommands(ctx context.Context, tx pgx.Tx, agents []uuid.UUID) (map[uuid.UUID][]PendingCommand, error) {
+	if len(agents) == 0 {
+		return nil, nil
+	}
 	rows, err := tx.Query(ctx, `
 		UPDATE agent_commands SET status = 'delivered', delivered_at = now()
-		 WHERE agent_id = ANY($1) AND status = 'queued' AND expires_at > now()
-		RETURNING agent_id, id, type`, db.UUIDs(agents))
+		 WHERE agent_id = ANY($1) AND status IN ('queued', 'delivered') AND expires_at > now()
+		   AND (status = 'queued' OR delivered_at < now() - $2::interval)
+		RETURNING agent_id, id, type`, db.UUIDs(agents), CommandLease)
 	if err != nil {
 		return nil, fmt.Errorf("deliver commands: %w", err)
 	}

@@ -132,3 +132,53 @@ func TestCommandsAreDeliveredOnceAndSettledByTheAgent(t *testing.T) {
 	_ = oTenant
 	assert.Equal(t, "not_found", env.Client(t, oAdmin).Do("GET", "/api/v1/commands/"+cmd.ID, nil).Problem(t, 404).Code)
 }
+
+// The REST heartbeat's answer cannot carry commands, so it leaves them
+// queued; a delivered command whose result never comes is offered again
+// once its lease runs out, and its first result settles it.
+func TestCommandsSurviveALostResponse(t *testing.T) {
+	env := apitest.Start(t)
+	a := mustEnroll(t, env, "m1", "h1")
+	admin := env.Client(t, env.AdminToken)
+	var cmd commandJSON
+	admin.Do("POST", "/api/v1/agents/"+a.AgentID+"/commands", map[string]any{"type": "run_discovery"}).JSON(t, &cmd)
+
+	a.Seq++
+	r := env.CertClient(t, a.tlsCert()).Do("POST", "/api/v1/agents/"+a.AgentID+"/telemetry/heartbeat",
+		map[string]any{"seq": a.Seq, "sent_at": time.Now().UTC().Format(time.RFC3339)})
+	require.Equal(t, http.StatusAccepted, r.Status, "%s", r.Body)
+	admin.Do("GET", "/api/v1/commands/"+cmd.ID, nil).JSON(t, &cmd)
+	assert.Equal(t, "queued", cmd.Status, "a REST heartbeat does not take commands it cannot carry")
+
+	resp, err := a.heartbeat(a.report())
+	require.NoError(t, err)
+	require.Len(t, resp.GetCommands(), 1)
+	// The response is lost. Within the lease the command is not offered
+	// again; after it, it is.
+	resp, err = a.heartbeat(a.report())
+	require.NoError(t, err)
+	assert.Empty(t, resp.GetCommands())
+	ctx := context.Background()
+	require.NoError(t, db.InTenant(ctx, env.DB.Owner, env.Tenant.ID, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, "UPDATE agent_commands SET delivered_at = now() - interval '6 minutes' WHERE id = $1", cmd.ID)
+		return err
+	}))
+	resp, err = a.heartbeat(a.report())
+	require.NoError(t, err)
+	require.Len(t, resp.GetCommands(), 1, "offered again after the lease")
+	assert.Equal(t, cmd.ID, resp.GetCommands()[0].GetId())
+
+	rep := a.report()
+	rep.CommandResults = []*agentv1.CommandResult{{CommandId: cmd.ID, Succeeded: true, Summary: "3 neighbours", CompletedAt: timestamppb.Now()}}
+	_, err = a.heartbeat(rep)
+	require.NoError(t, err)
+	require.NoError(t, db.InTenant(ctx, env.DB.Owner, env.Tenant.ID, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, "UPDATE agent_commands SET delivered_at = now() - interval '6 minutes' WHERE id = $1", cmd.ID)
+		return err
+	}))
+	resp, err = a.heartbeat(a.report())
+	require.NoError(t, err)
+	assert.Empty(t, resp.GetCommands(), "a settled command is never offered again")
+	admin.Do("GET", "/api/v1/commands/"+cmd.ID, nil).JSON(t, &cmd)
+	assert.Equal(t, "succeeded", cmd.Status)
+}

@@ -80,7 +80,10 @@ type Ingester struct {
 type job struct {
 	id      Identity
 	reports []Report
-	done    chan jobResult
+	// commands: the caller can carry commands back to the agent (the
+	// Connect heartbeat can; the REST heartbeat's answer has no room).
+	commands bool
+	done     chan jobResult
 }
 
 type jobResult struct {
@@ -136,9 +139,11 @@ func (in *Ingester) work(ctx context.Context) {
 }
 
 // Submit delivers one agent's reports and waits until they are durably
-// applied (or found to be duplicates).
-func (in *Ingester) Submit(ctx context.Context, id Identity, reports []Report) (Ack, error) {
-	j := &job{id: id, reports: reports, done: make(chan jobResult, 1)}
+// applied (or found to be duplicates). With commands, the agent's pending
+// commands are handed over in the Ack; without, they stay queued for a
+// call that can carry them.
+func (in *Ingester) Submit(ctx context.Context, id Identity, reports []Report, commands bool) (Ack, error) {
+	j := &job{id: id, reports: reports, commands: commands, done: make(chan jobResult, 1)}
 	select {
 	case in.jobs <- j:
 	case <-ctx.Done():
@@ -193,6 +198,7 @@ type agentWork struct {
 	id       uuid.UUID
 	hostname string
 	reports  []Report // sorted by seq, distinct
+	commands bool     // some call of the agent's can carry commands
 }
 
 type agentRow struct {
@@ -207,6 +213,7 @@ type agentRow struct {
 
 func (in *Ingester) applyTenant(ctx context.Context, tenant uuid.UUID, jobs []*job) ([]jobResult, error) {
 	work := map[uuid.UUID]*agentWork{}
+	var takers []uuid.UUID // agents with a call that can carry commands
 	for _, j := range jobs {
 		w := work[j.id.AgentID]
 		if w == nil {
@@ -214,6 +221,10 @@ func (in *Ingester) applyTenant(ctx context.Context, tenant uuid.UUID, jobs []*j
 			work[j.id.AgentID] = w
 		}
 		w.reports = append(w.reports, j.reports...)
+		if j.commands && !w.commands {
+			w.commands = true
+			takers = append(takers, j.id.AgentID)
+		}
 	}
 	ids := make([]uuid.UUID, 0, len(work))
 	for id, w := range work {
@@ -397,7 +408,13 @@ func (in *Ingester) applyTenant(ctx context.Context, tenant uuid.UUID, jobs []*j
 		if err := completeCommands(ctx, tx, tenant, results); err != nil {
 			return err
 		}
-		delivered, err = deliverCommands(ctx, tx, ids)
+		var live []uuid.UUID
+		for _, id := range takers {
+			if row, ok := rows[id]; ok && !row.revoked {
+				live = append(live, id)
+			}
+		}
+		delivered, err = deliverCommands(ctx, tx, live)
 		return err
 	})
 	if err != nil {
@@ -426,8 +443,10 @@ func (in *Ingester) applyTenant(ctx context.Context, tenant uuid.UUID, jobs []*j
 			}
 		}
 		ack.Policy = agentPolicies[j.id.AgentID]
-		ack.Commands = delivered[j.id.AgentID]
-		delete(delivered, j.id.AgentID) // one call gets each command
+		if j.commands {
+			ack.Commands = delivered[j.id.AgentID]
+			delete(delivered, j.id.AgentID) // one call gets each command
+		}
 		results[i].ack = ack
 		in.cfg.Metrics.report("duplicate", ack.Duplicates)
 		in.cfg.Metrics.report("applied", len(ack.Seqs)-ack.Duplicates)

@@ -140,7 +140,7 @@ func (s *Service) Heartbeat(ctx context.Context, req *connect.Request[agentv1.He
 		r.factsHash()
 		reports = append(reports, r)
 	}
-	ack, err := s.ingester.Submit(ctx, id, reports)
+	ack, err := s.ingester.Submit(ctx, id, reports, true)
 	if err != nil {
 		return nil, s.rpcError(err)
 	}

@@ -111,6 +111,16 @@ func (a *API) ListSites(ctx context.Context, req api.ListSitesRequestObject) (ap
 	return out, nil
 }
 
+// siteName is a site's name without surrounding spaces; a name of spaces
+// only is no name.
+func siteName(s string) (string, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return "", problem.Invalid("the site needs a name", problem.Field{Pointer: "#/name", Detail: "must contain more than spaces"})
+	}
+	return s, nil
+}
+
 // CreateSite implements POST /api/v1/sites. The site starts with a
 // deny-all discovery policy.
 func (a *API) CreateSite(ctx context.Context, req api.CreateSiteRequestObject) (api.CreateSiteResponseObject, error) {
@@ -118,7 +128,11 @@ func (a *API) CreateSite(ctx context.Context, req api.CreateSiteRequestObject) (
 	if err != nil {
 		return nil, err
 	}
-	s := site{ID: uuid.Must(uuid.NewV7()), Name: strings.TrimSpace(req.Body.Name), Description: req.Body.Description}
+	name, err := siteName(req.Body.Name)
+	if err != nil {
+		return nil, err
+	}
+	s := site{ID: uuid.Must(uuid.NewV7()), Name: name, Description: req.Body.Description}
 	err = db.InTenant(ctx, a.Pool, c.TenantID, func(tx pgx.Tx) error {
 		err := tx.QueryRow(ctx, `INSERT INTO sites (tenant_id, id, name, description) VALUES ($1, $2, $3, $4) RETURNING created_at, updated_at`,
 			c.TenantID, s.ID, s.Name, s.Description).Scan(&s.CreatedAt, &s.UpdatedAt)
@@ -165,8 +179,10 @@ func (a *API) UpdateSite(ctx context.Context, req api.UpdateSiteRequestObject) (
 		}
 		details := map[string]any{}
 		if req.Body.Name != nil {
-			details["name"] = strings.TrimSpace(*req.Body.Name)
-			s.Name = strings.TrimSpace(*req.Body.Name)
+			if s.Name, err = siteName(*req.Body.Name); err != nil {
+				return err
+			}
+			details["name"] = s.Name
 		}
 		if req.Body.Description.IsSpecified() {
 			s.Description = nil // null removes it

@@ -65,6 +65,8 @@ func TestSitesAndPolicies(t *testing.T) {
 	admin := env.Client(t, env.AdminToken)
 	site := createSite(t, admin, "Berlin office")
 	assert.Equal(t, "conflict", admin.Do("POST", "/api/v1/sites", map[string]any{"name": "berlin OFFICE"}).Problem(t, 409).Code)
+	assert.Equal(t, "#/name", admin.Do("POST", "/api/v1/sites", map[string]any{"name": "   "}).Problem(t, 422).Errors[0].Pointer)
+	assert.Equal(t, "#/name", admin.Do("PATCH", "/api/v1/sites/"+site, map[string]any{"name": " "}).Problem(t, 422).Errors[0].Pointer)
 	r := admin.Do("PATCH", "/api/v1/sites/"+site, map[string]any{"name": "Berlin HQ"})
 	require.Equal(t, http.StatusOK, r.Status)
 	assert.Contains(t, string(r.Body), `"name":"Berlin HQ"`)
