@@ -32,7 +32,7 @@ const (
 type AssetBook interface {
 	ForMachine(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, h assets.Host, at time.Time) (uuid.UUID, bool, error)
 	Seen(ctx context.Context, tx pgx.Tx, sightings []assets.Sighting) error
-	DetachAgent(ctx context.Context, tx pgx.Tx, assetID, agentID uuid.UUID) error
+	DetachAgent(ctx context.Context, tx pgx.Tx, tenantID, assetID, agentID uuid.UUID) error
 	Record(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, entries []assets.TimelineEntry) error
 }
 

@@ -272,6 +272,14 @@ func TestOneIdentityPerMachine(t *testing.T) {
 	assert.Equal(t, "previous certificate key", proof.Items[1].Details["proof"])
 
 	require.Equal(t, http.StatusOK, admin.Do("POST", "/api/v1/agents/"+second.AgentID+"/revoke", map[string]any{"reason": "reimaged"}).Status)
+	var host struct {
+		Authorization struct {
+			State string  `json:"state"`
+			Basis *string `json:"basis"`
+		} `json:"authorization"`
+	}
+	admin.Do("GET", "/api/v1/assets/"+assetID, nil).JSON(t, &host)
+	assert.Equal(t, "unauthorized", host.Authorization.State, "a revoked agent vouches for nothing")
 	_, err = enroll(t, env, token, "machine-x", "host-x")
 	assertRefused(t, err, connect.CodeUnauthenticated, "needs a new enrollment token")
 
@@ -280,6 +288,9 @@ func TestOneIdentityPerMachine(t *testing.T) {
 	admin.Do("GET", "/api/v1/assets", nil).JSON(t, &assets)
 	require.Len(t, assets.Items, 1)
 	assert.Equal(t, assetID, assets.Items[0].ID, "still one asset")
+	admin.Do("GET", "/api/v1/assets/"+assetID, nil).JSON(t, &host)
+	assert.Equal(t, "authorized", host.Authorization.State, "its new agent vouches for it")
+	assert.Equal(t, "agent_host", *host.Authorization.Basis)
 
 	var timeline struct {
 		Items []struct {
@@ -291,7 +302,7 @@ func TestOneIdentityPerMachine(t *testing.T) {
 	for _, e := range timeline.Items {
 		kinds = append(kinds, e.Kind)
 	}
-	assert.Equal(t, []string{"enrolled", "revoked", "reenrolled", "reenrolled", "first_seen", "enrolled"}, kinds, "newest first")
+	assert.Equal(t, []string{"enrolled", "authorized", "revoked", "unauthorized", "reenrolled", "reenrolled", "first_seen", "enrolled"}, kinds, "newest first")
 }
 
 func TestHeartbeatsAreAppliedOnceInOrder(t *testing.T) {

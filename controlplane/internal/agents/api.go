@@ -188,7 +188,7 @@ func (s *Service) RevokeAgent(ctx context.Context, req api.RevokeAgentRequestObj
 			if _, err := tx.Exec(ctx, `UPDATE agent_certificates SET state = 'retired' WHERE agent_id = $1 AND state <> 'retired'`, req.AgentId); err != nil {
 				return err
 			}
-			if err := s.cfg.Assets.DetachAgent(ctx, tx, assetID, req.AgentId); err != nil {
+			if err := s.cfg.Assets.DetachAgent(ctx, tx, c.TenantID, assetID, req.AgentId); err != nil {
 				return err
 			}
 			details := map[string]any{"agent_id": req.AgentId.String(), "hostname": hostname}

@@ -357,6 +357,82 @@ func TestDiscoveredDeviceThatEnrollsIsMerged(t *testing.T) {
 	assert.Equal(t, "agent", list.Items[0].Source)
 }
 
+// TestAuthorizationFollowsItsBasis: an agent or an allowlist rule vouches
+// for a device only while it stands; a person's decision outlasts both.
+func TestAuthorizationFollowsItsBasis(t *testing.T) {
+	w := newWorld(t)
+	now := time.Now().UTC()
+
+	// A laptop's agent is revoked: seen again on the network, it is an
+	// unauthorized device like any other.
+	_, token := w.env.EnrollmentToken(t, nil)
+	laptop, err := w.env.Enroll(t, token, "m-laptop", "laptop")
+	require.NoError(t, err)
+	var agent struct {
+		AssetID string `json:"asset_id"`
+	}
+	w.admin.Do("GET", "/api/v1/agents/"+laptop.AgentID, nil).JSON(t, &agent)
+	require.Equal(t, http.StatusOK, w.admin.Do("POST", "/api/v1/agents/"+laptop.AgentID+"/revoke", map[string]any{"reason": "stolen"}).Status)
+	host := w.asset(t, agent.AssetID)
+	assert.Equal(t, "unauthorized", host.Authorization.State)
+	w.see(t, apitest.MACFor("m-laptop"), "192.0.2.10", now)
+	open := w.alerts(t, "?status=open")
+	require.Len(t, open, 1, "the revoked host raises an alert when seen")
+	assert.Equal(t, agent.AssetID, open[0].AssetID)
+
+	// A printer allowlisted by vendor, and also authorized by a person:
+	// the person's decision is on the record, and outlasts the rule.
+	w.see(t, "00:1b:63:00:00:01", "192.0.2.21", now)
+	var printers struct {
+		Items []assetJSON `json:"items"`
+	}
+	w.admin.Do("GET", "/api/v1/assets?q=00:1b:63:00:00:01", nil).JSON(t, &printers)
+	require.Len(t, printers.Items, 1)
+	printer := printers.Items[0]
+	assert.Equal(t, "allowlist", *printer.Authorization.Basis)
+	require.Equal(t, http.StatusOK, w.analyst.Do("POST", "/api/v1/assets/"+printer.ID+"/authorize", map[string]any{"reason": "finance printer"}).Status)
+	var events struct {
+		Items []struct {
+			Action  string         `json:"action"`
+			Details map[string]any `json:"details"`
+		} `json:"items"`
+	}
+	w.admin.Do("GET", "/api/v1/audit/events?target_id="+printer.ID, nil).JSON(t, &events)
+	require.NotEmpty(t, events.Items)
+	assert.Equal(t, "asset.authorized", events.Items[0].Action)
+	assert.Equal(t, true, events.Items[0].Details["manual"], "the person's decision is audited")
+
+	// A second, unvouched-for printer of the same vendor.
+	w.see(t, "00:1b:63:00:00:02", "192.0.2.22", now)
+	r := w.admin.Do("GET", "/api/v1/discovery/policies/"+w.site, nil)
+	r = w.admin.Do("PUT", "/api/v1/discovery/policies/"+w.site, map[string]any{
+		"allowed_cidrs": []string{"192.0.2.0/24"}, "allowed_methods": []string{"passive_neighbor"}, "collector_agent_ids": []string{},
+		"observation_retention_days": 30, "allowlist": []any{},
+	}, apitest.Header("If-Match", r.Header.Get("ETag")))
+	require.Equal(t, http.StatusOK, r.Status, "%s", r.Body)
+	w.see(t, "00:1b:63:00:00:01", "192.0.2.21", now.Add(time.Minute))
+	w.see(t, "00:1b:63:00:00:02", "192.0.2.22", now.Add(time.Minute))
+	printer = w.asset(t, printer.ID)
+	assert.Equal(t, "authorized", printer.Authorization.State, "the person's word stands")
+	assert.Equal(t, "manual", *printer.Authorization.Basis)
+	open = w.alerts(t, "?status=open")
+	require.Len(t, open, 2, "the laptop, and the printer nobody vouched for")
+	assert.NotEqual(t, printer.ID, open[0].AssetID)
+	assert.NotEqual(t, printer.ID, open[1].AssetID)
+
+	// Enrolling the laptop again: its new agent vouches for it.
+	_, token = w.env.EnrollmentToken(t, nil)
+	_, err = w.env.Enroll(t, token, "m-laptop", "laptop")
+	require.NoError(t, err)
+	host = w.asset(t, agent.AssetID)
+	assert.Equal(t, "authorized", host.Authorization.State)
+	assert.Equal(t, "agent_host", *host.Authorization.Basis)
+	for _, a := range w.alerts(t, "?asset_id="+agent.AssetID) {
+		assert.Equal(t, "resolved", a.Status, "enrolling settles the host's alert")
+	}
+	assert.Len(t, w.alerts(t, "?status=open"), 1, "the unvouched printer's")
+}
+
 func TestAlertIDsOfOtherTenantsLookAbsent(t *testing.T) {
 	w := newWorld(t)
 	w.see(t, "de:ad:be:ef:00:09", "192.0.2.99", time.Now().UTC())

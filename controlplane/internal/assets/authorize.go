@@ -64,7 +64,7 @@ type Change struct {
 // A change that changes nothing writes nothing.
 func (s Store) SetAuthorization(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, a Asset, ch Change) (Asset, error) {
 	same := a.AuthState == ch.State && deref(a.AuthBasis) == ch.Basis && deref(a.AuthRule) == ch.Rule
-	if same && ch.Manual == nil {
+	if same && (ch.Manual == nil || *ch.Manual == a.Manual) {
 		return a, nil
 	}
 	now := time.Now().UTC()
@@ -77,8 +77,8 @@ func (s Store) SetAuthorization(ctx context.Context, tx pgx.Tx, tenantID uuid.UU
 	if err != nil {
 		return a, fmt.Errorf("set authorization: %w", err)
 	}
-	if same {
-		return a, nil
+	if ch.Manual != nil {
+		a.Manual = *ch.Manual
 	}
 	kind := KindAuthorized
 	summary := "authorized"
@@ -88,20 +88,25 @@ func (s Store) SetAuthorization(ctx context.Context, tx pgx.Tx, tenantID uuid.UU
 	if ch.Basis != "" {
 		summary += " (" + ch.Basis + ")"
 	}
-	details := map[string]any{"state": ch.State, "basis": ch.Basis, "rule": ch.Rule, "previous_state": a.AuthState}
+	if same {
+		// Only the person's decision is new: the state stands on its basis
+		// and now on the person's word too.
+		summary += ", and by a person"
+	}
+	details := map[string]any{"state": ch.State, "basis": ch.Basis, "rule": ch.Rule, "previous_state": a.AuthState, "manual": a.Manual}
 	if err := s.Record(ctx, tx, tenantID, []TimelineEntry{{AssetID: a.ID, At: now, Kind: kind, Summary: summary, Details: details}}); err != nil {
 		return a, err
 	}
 	assetID := a.ID
 	if _, err := evidence.Add(ctx, tx, tenantID, evidence.Record{Kind: evidence.KindAuthorization, AlertID: ch.AlertID, AssetID: &assetID,
 		SourceType: "asset", SourceID: a.ID.String(), Content: map[string]any{
-			"action": kind, "state": ch.State, "basis": ch.Basis, "reason": ch.Rule, "previous_state": a.AuthState,
+			"action": kind, "state": ch.State, "basis": ch.Basis, "reason": ch.Rule, "previous_state": a.AuthState, "manual": a.Manual,
 			"mac": firstOf(a.MACs), "name": a.Name,
 		}}); err != nil {
 		return a, err
 	}
 	if err := audit.Record(ctx, tx, tenantID, audit.Entry{Action: "asset." + kind, TargetType: "asset", TargetID: a.ID.String(),
-		Details: map[string]any{"basis": ch.Basis, "previous_state": a.AuthState}}); err != nil {
+		Details: map[string]any{"basis": ch.Basis, "previous_state": a.AuthState, "manual": a.Manual}}); err != nil {
 		return a, err
 	}
 	if err := outbox.Publish(ctx, tx, tenantID, outbox.Event{Type: "asset." + kind, AggregateType: "asset", AggregateID: a.ID,
@@ -170,6 +175,16 @@ func (s Store) ManualAuthorization(ctx context.Context, tx pgx.Tx, tenantID uuid
 		return x, problem.Newf(http.StatusConflict, problem.CodeConflict, "the asset is authorized by the site's %s: change the discovery policy to withdraw it", deref(x.AuthRule))
 	}
 	return s.SetAuthorization(ctx, tx, tenantID, x, Change{State: Unauthorized, Rule: reason, Manual: &no, AlertID: alertID})
+}
+
+// Withdraw takes away the basis an agent or an allowlist rule gave an
+// asset (why says what happened). A device a person also authorized stays
+// authorized on the person's word; any other becomes unauthorized.
+func (s Store) Withdraw(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, a Asset, why string) (Asset, error) {
+	if a.Manual {
+		return s.SetAuthorization(ctx, tx, tenantID, a, Change{State: Authorized, Basis: BasisManual, Rule: "authorized by a person; " + why})
+	}
+	return s.SetAuthorization(ctx, tx, tenantID, a, Change{State: Unauthorized, Rule: why})
 }
 
 // Device is a network device as discovery sees it.

@@ -52,6 +52,10 @@ type Asset struct {
 	AuthBasis     *string
 	AuthRule      *string
 	AuthChangedAt time.Time
+	// Manual: a person authorized the device. It stays authorized (on that
+	// basis) when the agent or the allowlist rule that also vouched for it
+	// goes away.
+	Manual bool
 }
 
 // Host is what an agent says about the machine an asset stands for.
@@ -69,8 +73,10 @@ type Host struct {
 type Store struct{}
 
 // ForMachine returns the asset of a machine, creating it on first sight and
-// pointing it at the machine's current agent.
-func (Store) ForMachine(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, h Host, at time.Time) (id uuid.UUID, created bool, err error) {
+// pointing it at the machine's current agent, which vouches for it: a
+// machine enrolled again after its agent was revoked is authorized again,
+// on the record.
+func (s Store) ForMachine(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, h Host, at time.Time) (id uuid.UUID, created bool, err error) {
 	err = tx.QueryRow(ctx, `
 		INSERT INTO assets (tenant_id, id, name, source, machine_id, os, platform, agent_id, addresses, macs, first_seen_at, last_seen_at,
 		                    authorization_state, authorization_basis, authorization_changed_at)
@@ -78,13 +84,21 @@ func (Store) ForMachine(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, h Ho
 		ON CONFLICT (tenant_id, machine_id) DO UPDATE
 		   SET name = EXCLUDED.name, source = 'agent', os = EXCLUDED.os, platform = EXCLUDED.platform,
 		       agent_id = EXCLUDED.agent_id, addresses = EXCLUDED.addresses, macs = EXCLUDED.macs,
-		       last_seen_at = greatest(assets.last_seen_at, EXCLUDED.last_seen_at), updated_at = now(),
-		       authorization_state = 'authorized', authorization_basis = 'agent_host', authorization_rule = NULL,
-		       authorization_changed_at = CASE WHEN assets.authorization_basis = 'agent_host' THEN assets.authorization_changed_at ELSE EXCLUDED.authorization_changed_at END
+		       last_seen_at = greatest(assets.last_seen_at, EXCLUDED.last_seen_at), updated_at = now()
 		RETURNING id, (xmax = 0)`,
 		tenantID, uuid.Must(uuid.NewV7()), h.Name, h.MachineID, h.OS, h.Platform, h.AgentID, nonNil(h.Addresses), nonNil(h.MACs), at).Scan(&id, &created)
 	if err != nil {
 		return uuid.Nil, false, fmt.Errorf("asset for machine: %w", err)
+	}
+	if created {
+		return id, created, nil
+	}
+	a, err := s.Lock(ctx, tx, id)
+	if err != nil {
+		return uuid.Nil, false, err
+	}
+	if _, err := s.SetAuthorization(ctx, tx, tenantID, a, Change{State: Authorized, Basis: BasisAgentHost}); err != nil {
+		return uuid.Nil, false, err
 	}
 	return id, created, nil
 }
@@ -142,9 +156,23 @@ func (Store) Seen(ctx context.Context, tx pgx.Tx, sightings []Sighting) error {
 	return nil
 }
 
-// DetachAgent unlinks a revoked agent from its asset.
-func (Store) DetachAgent(ctx context.Context, tx pgx.Tx, assetID, agentID uuid.UUID) error {
-	_, err := tx.Exec(ctx, `UPDATE assets SET agent_id = NULL, updated_at = now() WHERE id = $1 AND agent_id = $2`, assetID, agentID)
+// DetachAgent unlinks a revoked agent from its asset and withdraws the
+// authorization the agent gave its host: a revoked agent vouches for
+// nothing, so the host is judged like any device when it is seen again
+// (unless a person authorized it). Enrolling the machine again restores it.
+func (s Store) DetachAgent(ctx context.Context, tx pgx.Tx, tenantID, assetID, agentID uuid.UUID) error {
+	tag, err := tx.Exec(ctx, `UPDATE assets SET agent_id = NULL, updated_at = now() WHERE id = $1 AND agent_id = $2`, assetID, agentID)
+	if err != nil || tag.RowsAffected() == 0 {
+		return err
+	}
+	host, err := s.Lock(ctx, tx, assetID)
+	if err != nil {
+		return err
+	}
+	if host.AuthState != Authorized || deref(host.AuthBasis) != BasisAgentHost {
+		return nil
+	}
+	_, err = s.Withdraw(ctx, tx, tenantID, host, "its agent was revoked")
 	return err
 }
 
@@ -189,12 +217,12 @@ func (Store) Record(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, entries 
 }
 
 const assetColumns = `id, name, source, machine_id, os, platform, agent_id, site_id, vendor_oui, addresses, macs, first_seen_at, last_seen_at,
-	authorization_state, authorization_basis, authorization_rule, authorization_changed_at`
+	authorization_state, authorization_basis, authorization_rule, authorization_changed_at, manually_authorized`
 
 func scanAsset(row pgx.Row) (Asset, error) {
 	var a Asset
 	err := row.Scan(&a.ID, &a.Name, &a.Source, &a.MachineID, &a.OS, &a.Platform, &a.AgentID, &a.SiteID, &a.VendorOUI, &a.Addresses, &a.MACs,
-		&a.FirstSeenAt, &a.LastSeenAt, &a.AuthState, &a.AuthBasis, &a.AuthRule, &a.AuthChangedAt)
+		&a.FirstSeenAt, &a.LastSeenAt, &a.AuthState, &a.AuthBasis, &a.AuthRule, &a.AuthChangedAt, &a.Manual)
 	a.FirstSeenAt, a.LastSeenAt, a.AuthChangedAt = a.FirstSeenAt.UTC(), a.LastSeenAt.UTC(), a.AuthChangedAt.UTC()
 	return a, err
 }

@@ -156,14 +156,19 @@ func (in Ingest) one(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, col Col
 		if asset, err = in.Assets.Lock(ctx, tx, assetID); err != nil {
 			return err
 		}
-		if asset.Source == assets.SourceAgent {
+		switch {
+		case asset.Source == assets.SourceAgent && asset.AuthState == assets.Authorized:
 			// An agent host's own interface seen by a neighbour: the host
-			// is known and authorized by its agent.
+			// is known and vouched for by its agent (or a person).
 			_, err := in.record(ctx, tx, tenantID, col, site, &asset.ID, o)
 			return err
-		}
-		if asset, err = in.Assets.SeenAt(ctx, tx, tenantID, asset, o.IP, o.SeenAt); err != nil {
-			return err
+		case asset.Source == assets.SourceAgent:
+			// A host whose agent was revoked: its facts keep its
+			// addresses; it is judged like any device below.
+		default:
+			if asset, err = in.Assets.SeenAt(ctx, tx, tenantID, asset, o.IP, o.SeenAt); err != nil {
+				return err
+			}
 		}
 	} else {
 		asset, err = in.Assets.Discovered(ctx, tx, tenantID, assets.Device{MAC: o.MAC, IP: o.IP, SiteID: site, VendorOUI: oui(o.MAC), SeenAt: o.SeenAt})
@@ -181,7 +186,7 @@ func (in Ingest) one(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, col Col
 		if rule, ok := policy.Match(o.MAC, ip); ok {
 			asset, err = in.Assets.SetAuthorization(ctx, tx, tenantID, asset, assets.Change{State: assets.Authorized, Basis: assets.BasisAllowlist, Rule: rule.RuleName()})
 		} else if deref(asset.AuthBasis) == assets.BasisAllowlist {
-			asset, err = in.Assets.SetAuthorization(ctx, tx, tenantID, asset, assets.Change{State: assets.Unauthorized, Rule: "no allowlist rule matches any more"})
+			asset, err = in.Assets.Withdraw(ctx, tx, tenantID, asset, "no allowlist rule matches any more")
 		}
 		if err != nil {
 			return err
@@ -226,7 +231,10 @@ func (in Ingest) ClaimHost(ctx context.Context, tx pgx.Tx, tenantID, hostAsset u
 	if err != nil {
 		return err
 	}
-	for _, id := range merged {
+	// The merged devices' alerts, and the host's own (raised while an
+	// earlier agent of the machine was revoked), are settled: an agent
+	// vouches for the host now.
+	for _, id := range append(merged, hostAsset) {
 		if err := in.Alerts.ResolveForAsset(ctx, tx, tenantID, id, alerts.ResolvedAuthorized, "the device enrolled as an agent host"); err != nil {
 			return err
 		}
