@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -309,7 +310,8 @@ func validatePolicy(in api.DiscoveryPolicyInput) (Policy, error) {
 			p.Methods = append(p.Methods, string(m))
 		}
 	}
-	p.Collectors = in.CollectorAgentIds
+	// The same agent listed twice is listed once.
+	p.Collectors = slices.Compact(slices.SortedFunc(slices.Values(in.CollectorAgentIds), func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) }))
 	p.RetentionDays = in.ObservationRetentionDays
 	for i, r := range in.Allowlist {
 		rule := Rule{Type: string(r.Type), Value: strings.ToLower(strings.TrimSpace(r.Value))}
@@ -372,12 +374,25 @@ func (a *API) PutDiscoveryPolicy(ctx context.Context, req api.PutDiscoveryPolicy
 			return err
 		}
 		if len(next.Collectors) > 0 {
-			var known int
-			if err := tx.QueryRow(ctx, `SELECT count(*) FROM agents WHERE id = ANY($1)`, db.UUIDs(next.Collectors)).Scan(&known); err != nil {
+			// Only the site's own agents observe for it. A revoked one is
+			// accepted (it never reports again), so a policy that names it
+			// can still be edited.
+			rows, err := tx.Query(ctx, `SELECT id FROM agents WHERE id = ANY($1) AND site_id = $2`, db.UUIDs(next.Collectors), req.SiteId)
+			if err != nil {
 				return err
 			}
-			if known != len(next.Collectors) {
-				return problem.Invalid("unknown collector", problem.Field{Pointer: "#/collector_agent_ids", Detail: "every id must be an agent of this tenant"})
+			ours, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+			if err != nil {
+				return err
+			}
+			var fields []problem.Field
+			for i, id := range req.Body.CollectorAgentIds { // pointers into the body as sent
+				if !slices.Contains(ours, id) {
+					fields = append(fields, problem.Field{Pointer: fmt.Sprintf("#/collector_agent_ids/%d", i), Detail: "not an agent of this site: " + id.String()})
+				}
+			}
+			if len(fields) > 0 {
+				return problem.Invalid("collectors must be agents of the site", fields...)
 			}
 		}
 		if _, err := tx.Exec(ctx, `

@@ -27,6 +27,7 @@ type policy struct {
 	Version       int      `json:"version"`
 	AllowedCIDRs  []string `json:"allowed_cidrs"`
 	AllowedMethod []string `json:"allowed_methods"`
+	Collectors    []string `json:"collector_agent_ids"`
 	Allowlist     []struct {
 		Type  string `json:"type"`
 		Value string `json:"value"`
@@ -116,7 +117,7 @@ func TestSitesAndPolicies(t *testing.T) {
 	assert.Equal(t, []string{"#/allowed_cidrs/0", "#/allowed_cidrs/1", "#/allowlist/0/value"}, pointers)
 	unknownCollector := policyBody([]string{}, []string{})
 	unknownCollector["collector_agent_ids"] = []string{uuid.NewString()}
-	assert.Equal(t, "#/collector_agent_ids", admin.Do("PUT", "/api/v1/discovery/policies/"+site, unknownCollector, apitest.Header("If-Match", `"v2"`)).Problem(t, 422).Errors[0].Pointer)
+	assert.Equal(t, "#/collector_agent_ids/0", admin.Do("PUT", "/api/v1/discovery/policies/"+site, unknownCollector, apitest.Header("If-Match", `"v2"`)).Problem(t, 422).Errors[0].Pointer)
 	assert.Equal(t, "not_found", admin.Do("PUT", "/api/v1/discovery/policies/"+uuid.NewString(), body, apitest.Header("If-Match", `"v1"`)).Problem(t, 404).Code)
 
 	var list struct {
@@ -366,4 +367,27 @@ func TestRetentionExpiresOldObservations(t *testing.T) {
 	n, err = discovery.Retention{Pool: env.DB.App}.Sweep(ctx)
 	require.NoError(t, err)
 	assert.Zero(t, n, "sweeping again deletes nothing")
+}
+
+// Collectors are the site's own agents; one listed twice counts once.
+func TestPolicyCollectorsAreTheSitesAgents(t *testing.T) {
+	env := apitest.Start(t)
+	admin := env.Client(t, env.AdminToken)
+	site, other := createSite(t, admin, "here"), createSite(t, admin, "elsewhere")
+	here, err := env.Enroll(t, mustToken(t, env, site), "m-here", "here")
+	require.NoError(t, err)
+	there, err := env.Enroll(t, mustToken(t, env, other), "m-there", "there")
+	require.NoError(t, err)
+	body := policyBody([]string{"192.0.2.0/24"}, []string{"passive_neighbor"})
+	body["collector_agent_ids"] = []string{here.AgentID, there.AgentID}
+	pr := admin.Do("PUT", "/api/v1/discovery/policies/"+site, body, apitest.Header("If-Match", `"v1"`)).Problem(t, 422)
+	require.Len(t, pr.Errors, 1)
+	assert.Equal(t, "#/collector_agent_ids/1", pr.Errors[0].Pointer)
+	assert.Contains(t, pr.Errors[0].Detail, there.AgentID)
+	body["collector_agent_ids"] = []string{here.AgentID, here.AgentID}
+	r := admin.Do("PUT", "/api/v1/discovery/policies/"+site, body, apitest.Header("If-Match", `"v1"`))
+	require.Equal(t, http.StatusOK, r.Status, "%s", r.Body)
+	var p policy
+	r.JSON(t, &p)
+	assert.Equal(t, []string{here.AgentID}, p.Collectors)
 }
