@@ -2,17 +2,21 @@ package app
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -102,9 +106,14 @@ func runDev(ctx context.Context, args []string, out, errOut io.Writer) error {
 		defer stopAgent()
 		agentNote = fmt.Sprintf(`
 An agent is enrolled and running on this machine: %s
-(state in %s, log in %s). See it with:
+(state in %s, log in %s). It belongs to the site
+"demo: this machine's networks", whose policy lets it read this machine's
+neighbour tables (passively: it sends nothing) on its private networks.
+The devices it sees become assets; unknown ones raise alerts. See them with:
 
   . %s && curl --cacert "$CA" -H "Authorization: Bearer $TOKEN" "$URL/api/v1/agents"
+  curl --cacert "$CA" -H "Authorization: Bearer $TOKEN" "$URL/api/v1/discovery/observations"
+  curl --cacert "$CA" -H "Authorization: Bearer $TOKEN" "$URL/api/v1/alerts?status=open"
 `, agentID, filepath.Join(dir, "agent"), filepath.Join(dir, "agent.log"), envPath)
 	}
 	fmt.Fprintf(out, `
@@ -290,28 +299,135 @@ func devAgent(ctx context.Context, s *Server, adminToken, bin, dir string) (stop
 	}, cfg.AgentID, nil
 }
 
-func devEnrollmentToken(ctx context.Context, s *Server, adminToken string) (string, error) {
+// devAPI calls the server's REST API as the demo admin, as curl would.
+type devAPI struct {
+	s     *Server
+	token string
+	hc    *http.Client
+}
+
+func newDevAPI(s *Server, token string) devAPI {
 	pool := x509.NewCertPool()
 	pool.AddCert(s.CA.Cert)
-	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
-	defer hc.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, "POST", s.URL+"/api/v1/enrollment-tokens", strings.NewReader(`{"name":"make demo: this machine","labels":{"source":"demo"}}`))
+	return devAPI{s: s, token: token, hc: &http.Client{Timeout: 30 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}}
+}
+
+// do sends body (JSON) and decodes the answer into out; a status other than
+// want is an error with the problem's detail.
+func (c devAPI) do(ctx context.Context, method, path string, header http.Header, body any, want int, out any) (http.Header, error) {
+	raw, err := json.Marshal(body)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	req.Header.Set("Authorization", "Bearer "+adminToken)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := hc.Do(req)
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.s.URL+path, rd)
 	if err != nil {
-		return "", err
+		return nil, err
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, err
 	}
 	defer func() { _ = resp.Body.Close() }()
-	var out struct {
-		Token  string `json:"token"`
-		Detail string `json:"detail"`
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != http.StatusCreated {
-		return "", fmt.Errorf("create enrollment token: %d %s", resp.StatusCode, out.Detail)
+	if resp.StatusCode != want {
+		var p struct {
+			Detail string `json:"detail"`
+		}
+		_ = json.Unmarshal(b, &p)
+		return nil, fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, p.Detail)
 	}
-	return out.Token, nil
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			return nil, fmt.Errorf("%s %s: %w", method, path, err)
+		}
+	}
+	return resp.Header, nil
+}
+
+// devEnrollmentToken creates the demo site, lets its agents watch this
+// machine's private networks passively, and returns a token that enrolls
+// an agent into it: the demo shows discovery, alerts and evidence on the
+// devices the machine already talks to.
+func devEnrollmentToken(ctx context.Context, s *Server, adminToken string) (string, error) {
+	c := newDevAPI(s, adminToken)
+	defer c.hc.CloseIdleConnections()
+	const siteName = "demo: this machine's networks"
+	type site struct {
+		ID   string `json:"id"`
+		Name string `json:"name"`
+	}
+	var sites struct {
+		Items []site `json:"items"`
+	}
+	if _, err := c.do(ctx, "GET", "/api/v1/sites?limit=200", nil, nil, http.StatusOK, &sites); err != nil {
+		return "", err
+	}
+	i := slices.IndexFunc(sites.Items, func(s site) bool { return s.Name == siteName })
+	var demo site
+	if i >= 0 { // the agent's state was removed, the database kept
+		demo = sites.Items[i]
+	} else if _, err := c.do(ctx, "POST", "/api/v1/sites", nil, map[string]any{"name": siteName,
+		"description": "created by make demo"}, http.StatusCreated, &demo); err != nil {
+		return "", err
+	}
+	hdr, err := c.do(ctx, "GET", "/api/v1/discovery/policies/"+demo.ID, nil, nil, http.StatusOK, nil)
+	if err != nil {
+		return "", err
+	}
+	if _, err := c.do(ctx, "PUT", "/api/v1/discovery/policies/"+demo.ID, http.Header{"If-Match": {hdr.Get("ETag")}}, map[string]any{
+		"allowed_cidrs": localPrivateNetworks(), "allowed_methods": []string{"passive_neighbor"}, "collector_agent_ids": []string{},
+		"observation_retention_days": 7, "allowlist": []any{},
+	}, http.StatusOK, nil); err != nil {
+		return "", err
+	}
+	var tok struct {
+		Token string `json:"token"`
+	}
+	if _, err := c.do(ctx, "POST", "/api/v1/enrollment-tokens", nil, map[string]any{"name": "make demo: this machine",
+		"labels": map[string]string{"source": "demo"}, "site_id": demo.ID}, http.StatusCreated, &tok); err != nil {
+		return "", fmt.Errorf("create enrollment token: %w", err)
+	}
+	return tok.Token, nil
+}
+
+// localPrivateNetworks are the private networks (RFC 1918, RFC 4193) this
+// machine's interfaces are on: what a demo may watch without looking past
+// the machine's own links.
+func localPrivateNetworks() []string {
+	out := []string{}
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		return out
+	}
+	for _, ifc := range ifaces {
+		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		addrs, _ := ifc.Addrs()
+		for _, a := range addrs {
+			pfx, err := netip.ParsePrefix(a.String())
+			if err != nil || !pfx.Addr().IsPrivate() {
+				continue
+			}
+			if c := pfx.Masked().String(); !slices.Contains(out, c) {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
 }

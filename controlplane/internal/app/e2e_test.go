@@ -338,6 +338,15 @@ func TestBinaryDev(t *testing.T) {
 			status, body := get(t, c, vars["URL"]+"/api/v1/agents?status=active", vars["TOKEN"])
 			return status == http.StatusOK && strings.Contains(string(body), `"reports_applied":`) && !strings.Contains(string(body), `"reports_applied":0`)
 		})
+		// It observes for the demo site, whose policy covers this
+		// machine's private networks, passively.
+		status, body = get(t, c, vars["URL"]+"/api/v1/discovery/policies", vars["TOKEN"])
+		require.Equal(t, http.StatusOK, status, "%s", body)
+		assert.Equal(t, 1, strings.Count(string(body), `"site_name":"demo: this machine's networks"`), "one demo site, however often the demo starts")
+		assert.Contains(t, string(body), `"allowed_methods":["passive_neighbor"]`)
+		status, body = get(t, c, vars["URL"]+"/api/v1/collectors", vars["TOKEN"])
+		require.Equal(t, http.StatusOK, status, "%s", body)
+		assert.Contains(t, string(body), `"observing":true`)
 		p.stop(t)
 	}
 }
