@@ -79,7 +79,7 @@ func listDataSet(b *testing.B, env *apitest.Env, hc *http.Client) *listData {
 			{"assets: first page", "/api/v1/assets?" + lim},
 			{"assets: unauthorized+discovery+site", fmt.Sprintf("/api/v1/assets?%s&authorization=unauthorized&source=discovery&site_id=%s", lim, probe.site)},
 			{fmt.Sprintf("assets: page %dk rows deep", listDeep/1000), "/api/v1/assets?" + lim + "&cursor=" + url.QueryEscape(deepAssets)},
-			{"assets: q= name fragment (~6% match)", "/api/v1/assets?" + lim + "&q=srv-"},
+			{"assets: q= name fragment (~5% match)", "/api/v1/assets?" + lim + "&q=srv-"},
 			{"assets: q= one MAC (1 match)", "/api/v1/assets?" + lim + "&q=" + url.QueryEscape(probe.mac)},
 			{"alerts: first page", "/api/v1/alerts?" + lim},
 			{"alerts: open+critical+unauthorized_device", "/api/v1/alerts?" + lim + "&status=open&severity=critical&type=unauthorized_device"},
@@ -228,7 +228,7 @@ func seedLists(b *testing.B, env *apitest.Env) listProbe {
 	rng := rand.New(rand.NewPCG(20261128, 42))
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	tenant := env.Tenant.ID
-	ago := func(max time.Duration) time.Time { return now.Add(-time.Duration(rng.Int64N(int64(max)))) }
+	ago := func(d time.Duration) time.Time { return now.Add(-time.Duration(rng.Int64N(int64(d)))) }
 	between := func(from, to time.Time) time.Time {
 		if !to.After(from) {
 			return from
