@@ -303,6 +303,32 @@ func TestOneIdentityPerMachine(t *testing.T) {
 		kinds = append(kinds, e.Kind)
 	}
 	assert.Equal(t, []string{"enrolled", "authorized", "revoked", "unauthorized", "reenrolled", "reenrolled", "first_seen", "enrolled"}, kinds, "newest first")
+
+	// An auditor reads the host with its MAC and addresses masked. Host
+	// names are kept, as on /api/v1/agents and /api/v1/collectors: the
+	// tenant named its enrolled machines; they are not devices seen on the
+	// network.
+	auditor := env.Client(t, env.IssueToken(t, env.Tenant.ID, caller.RoleAuditor, "auditor").Secret)
+	mac := apitest.MACFor("machine-x")
+	var red struct {
+		Name      string   `json:"name"`
+		MachineID string   `json:"machine_id"`
+		Addresses []string `json:"addresses"`
+		Macs      []string `json:"macs"`
+		Redacted  bool     `json:"redacted"`
+	}
+	r := auditor.Do("GET", "/api/v1/assets/"+assetID, nil)
+	r.JSON(t, &red)
+	assert.True(t, red.Redacted)
+	assert.Equal(t, "host-x", red.Name)
+	assert.Equal(t, "machine-x", red.MachineID)
+	assert.Equal(t, []string{mac[:8] + ":xx:xx:xx"}, red.Macs)
+	assert.Equal(t, []string{"192.0.2.x", "fe80:0:0:0::x"}, red.Addresses)
+	assert.NotContains(t, string(r.Body), mac)
+	r = auditor.Do("GET", "/api/v1/assets/"+assetID+"/timeline", nil)
+	assert.Contains(t, string(r.Body), `"hostname":"host-x-reimaged"`)
+	assert.NotContains(t, string(r.Body), `"redacted":false`)
+	assert.Contains(t, string(admin.Do("GET", "/api/v1/assets/"+assetID, nil).Body), mac, "the admin sees the MAC")
 }
 
 func TestHeartbeatsAreAppliedOnceInOrder(t *testing.T) {

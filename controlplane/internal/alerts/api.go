@@ -15,6 +15,7 @@ import (
 	"github.com/edgeward/edgeward/controlplane/internal/evidence"
 	"github.com/edgeward/edgeward/controlplane/internal/page"
 	"github.com/edgeward/edgeward/controlplane/internal/problem"
+	"github.com/edgeward/edgeward/controlplane/internal/redact"
 )
 
 // API serves the alert operations of specs/openapi.yaml.
@@ -23,7 +24,9 @@ type API struct {
 	Assets assets.Store
 }
 
-func (x Alert) toAPI() api.Alert {
+// toAPI is the REST form of an alert. With a Redactor (a reader who does
+// not see identifiers) the MACs and addresses in its text are masked.
+func (x Alert) toAPI(red *redact.Redactor) api.Alert {
 	out := api.Alert{
 		Id: x.ID, Type: api.AlertType(x.Type), Status: api.AlertStatus(x.Status), Severity: api.Severity(x.Severity), Title: x.Title,
 		AssetId: x.AssetID, SiteId: x.SiteID, FirstSeenAt: x.FirstSeenAt.UTC(), LastSeenAt: x.LastSeenAt.UTC(), SeenCount: x.SeenCount,
@@ -32,6 +35,13 @@ func (x Alert) toAPI() api.Alert {
 	}
 	if out.TicketIds == nil {
 		out.TicketIds = []uuid.UUID{}
+	}
+	if red != nil {
+		out.Title, out.Redacted = red.Text(x.Title), true
+		if x.ResolutionNote != nil {
+			n := red.Text(*x.ResolutionNote)
+			out.ResolutionNote = &n
+		}
 	}
 	return out
 }
@@ -81,7 +91,11 @@ func (a *API) ListAlerts(ctx context.Context, req api.ListAlertsRequestObject) (
 	}
 	q += " ORDER BY a.id DESC LIMIT " + arg(limit+1)
 	var list []Alert
+	var red *redact.Redactor
 	err = db.InTenant(ctx, a.Pool, c.TenantID, func(tx pgx.Tx) error {
+		if red, err = redact.ForReader(ctx, tx, c.TenantID, c.Role); err != nil {
+			return err
+		}
 		rows, err := tx.Query(ctx, q, args...)
 		if err != nil {
 			return err
@@ -95,7 +109,7 @@ func (a *API) ListAlerts(ctx context.Context, req api.ListAlertsRequestObject) (
 	list, more := page.Trim(list, limit)
 	out := api.ListAlerts200JSONResponse{Items: make([]api.Alert, 0, len(list))}
 	for _, x := range list {
-		out.Items = append(out.Items, x.toAPI())
+		out.Items = append(out.Items, x.toAPI(red))
 	}
 	if more {
 		out.NextCursor = page.Encode(cursorKey{ID: list[len(list)-1].ID})
@@ -110,13 +124,17 @@ func (a *API) GetAlert(ctx context.Context, req api.GetAlertRequestObject) (api.
 		return nil, err
 	}
 	var x Alert
+	var red *redact.Redactor
 	if err := db.InTenant(ctx, a.Pool, c.TenantID, func(tx pgx.Tx) error {
+		if red, err = redact.ForReader(ctx, tx, c.TenantID, c.Role); err != nil {
+			return err
+		}
 		x, err = Get(ctx, tx, req.AlertId, false)
 		return err
 	}); err != nil {
 		return nil, err
 	}
-	return api.GetAlert200JSONResponse(x.toAPI()), nil
+	return api.GetAlert200JSONResponse(x.toAPI(red)), nil
 }
 
 // GetAlertTimeline implements GET /api/v1/alerts/{alert_id}/timeline.
@@ -132,8 +150,12 @@ func (a *API) GetAlertTimeline(ctx context.Context, req api.GetAlertTimelineRequ
 		return nil, err
 	}
 	var items []api.AlertTimelineEntry
+	var red *redact.Redactor
 	err = db.InTenant(ctx, a.Pool, c.TenantID, func(tx pgx.Tx) error {
 		if _, err := Get(ctx, tx, req.AlertId, false); err != nil {
+			return err
+		}
+		if red, err = redact.ForReader(ctx, tx, c.TenantID, c.Role); err != nil {
 			return err
 		}
 		q := `SELECT id, at, kind, actor_type, actor_id, actor_name, summary, details FROM alert_timeline WHERE alert_id = $1`
@@ -152,6 +174,9 @@ func (a *API) GetAlertTimeline(ctx context.Context, req api.GetAlertTimelineRequ
 			err := r.Scan(&e.Id, &e.At, &e.Kind, &actorType, &e.Actor.Id, &e.Actor.Name, &e.Summary, &e.Details)
 			e.Actor.Type = api.AuditActorType(actorType)
 			e.At = e.At.UTC()
+			if red != nil {
+				e.Summary, e.Details, e.Redacted = red.Text(e.Summary), red.Details(e.Details), true
+			}
 			if e.Details == nil {
 				e.Details = map[string]any{}
 			}
@@ -201,7 +226,7 @@ func (a *API) triage(ctx context.Context, id uuid.UUID, step func(pgx.Tx, caller
 	if err != nil {
 		return api.Alert{}, err
 	}
-	return x.toAPI(), nil
+	return x.toAPI(nil), nil
 }
 
 func note(n *api.AlertNote) string {

@@ -355,6 +355,13 @@ func TestDiscoveredDeviceThatEnrollsIsMerged(t *testing.T) {
 	w.admin.Do("GET", "/api/v1/assets?q="+apitest.MACFor("m-laptop"), nil).JSON(t, &list)
 	require.Len(t, list.Items, 1, "one asset: the agent host, no discovered duplicate")
 	assert.Equal(t, "agent", list.Items[0].Source)
+	// The merge is on the host's timeline ("absorbed the discovered device
+	// <mac>"), masked for auditors.
+	path := "/api/v1/assets/" + list.Items[0].ID + "/timeline"
+	assert.Contains(t, string(w.analyst.Do("GET", path, nil).Body), "absorbed the discovered device "+apitest.MACFor("m-laptop"))
+	red := w.auditor.Do("GET", path, nil)
+	assert.Contains(t, string(red.Body), "absorbed the discovered device "+apitest.MACFor("m-laptop")[:8]+":xx:xx:xx")
+	assert.NotContains(t, string(red.Body), apitest.MACFor("m-laptop"))
 }
 
 // TestAuthorizationFollowsItsBasis: an agent or an allowlist rule vouches
@@ -460,4 +467,163 @@ func TestAlertIDsOfOtherTenantsLookAbsent(t *testing.T) {
 	assert.Empty(t, l.Items)
 	oc.Do("GET", "/api/v1/auditor/evidence", nil).JSON(t, &l)
 	assert.Empty(t, l.Items)
+}
+
+// TestAuditorsSeeDeviceIdentifiersRedacted: every alert and asset read an
+// auditor can make masks the MACs and addresses of devices (in fields, text
+// and details) the way observations do, and marks itself redacted; an
+// analyst reads the same records in full. Ids, states and times are the
+// same in both.
+func TestAuditorsSeeDeviceIdentifiersRedacted(t *testing.T) {
+	w := newWorld(t)
+	const mac, ip, ip2 = "de:ad:be:ef:00:01", "192.0.2.66", "192.0.2.67"
+	start := time.Now().UTC()
+	w.see(t, mac, ip, start)
+	w.see(t, mac, ip2, start.Add(2*time.Hour)) // observed_again, seen_again, address_changed
+	alert := w.alerts(t, "")[0]
+	require.Equal(t, http.StatusOK, w.analyst.Do("POST", "/api/v1/alerts/"+alert.ID+"/acknowledge",
+		map[string]any{"note": "it moved from " + ip + " to " + ip2}).Status)
+	require.Equal(t, http.StatusOK, w.analyst.Do("POST", "/api/v1/alerts/"+alert.ID+"/resolve",
+		map[string]any{"resolution": "authorized", "note": "lab box " + mac}).Status)
+	collectorMAC := apitest.MACFor("m-collector") // the agent host's own interface, 192.0.2.10/24
+
+	paths := []string{
+		"/api/v1/alerts", "/api/v1/alerts/" + alert.ID, "/api/v1/alerts/" + alert.ID + "/timeline",
+		"/api/v1/assets", "/api/v1/assets/" + alert.AssetID, "/api/v1/assets/" + alert.AssetID + "/timeline",
+	}
+	for _, path := range paths {
+		full := w.analyst.Do("GET", path, nil)
+		require.Equal(t, http.StatusOK, full.Status, "%s: %s", path, full.Body)
+		assert.Contains(t, string(full.Body), mac, "%s: the analyst sees the MAC", path)
+		assert.Contains(t, string(full.Body), ip, "%s: the analyst sees the address", path)
+		assert.NotContains(t, string(full.Body), `"redacted":true`, path)
+
+		red := w.auditor.Do("GET", path, nil)
+		require.Equal(t, http.StatusOK, red.Status, "%s: %s", path, red.Body)
+		for _, raw := range []string{mac, "ef:00:01", ip, ip2, collectorMAC, "192.0.2.10"} {
+			assert.NotContains(t, string(red.Body), raw, "%s: the auditor's answer holds %s", path, raw)
+		}
+		assert.Contains(t, string(red.Body), "de:ad:be:xx:xx:xx", path)
+		assert.Contains(t, string(red.Body), `"redacted":true`, path)
+		assert.NotContains(t, string(red.Body), `"redacted":false`, path)
+	}
+
+	// The alert: the title masked, everything else as the analyst reads it.
+	var full, red map[string]any
+	w.analyst.Do("GET", "/api/v1/alerts/"+alert.ID, nil).JSON(t, &full)
+	w.auditor.Do("GET", "/api/v1/alerts/"+alert.ID, nil).JSON(t, &red)
+	assert.Equal(t, "Unauthorized device "+mac+" at "+ip, full["title"])
+	assert.Equal(t, "Unauthorized device de:ad:be:xx:xx:xx at 192.0.2.x", red["title"])
+	assert.Equal(t, "lab box de:ad:be:xx:xx:xx", red["resolution_note"])
+	for _, k := range []string{"title", "resolution_note", "redacted"} {
+		delete(full, k)
+		delete(red, k)
+	}
+	assert.Equal(t, full, red, "ids, states and times are unchanged")
+
+	// The discovered device: named after its masked MAC.
+	w.analyst.Do("GET", "/api/v1/assets/"+alert.AssetID, nil).JSON(t, &full)
+	w.auditor.Do("GET", "/api/v1/assets/"+alert.AssetID, nil).JSON(t, &red)
+	assert.Equal(t, "device "+mac, full["name"])
+	assert.Equal(t, "device de:ad:be:xx:xx:xx", red["name"])
+	assert.Equal(t, []any{"192.0.2.x", "192.0.2.x"}, red["addresses"])
+	assert.Equal(t, []any{"de:ad:be:xx:xx:xx"}, red["macs"])
+	assert.Equal(t, "lab box de:ad:be:xx:xx:xx", red["authorization"].(map[string]any)["rule"])
+	for _, k := range []string{"name", "addresses", "macs", "redacted"} {
+		delete(full, k)
+		delete(red, k)
+	}
+	delete(full["authorization"].(map[string]any), "rule")
+	delete(red["authorization"].(map[string]any), "rule")
+	assert.Equal(t, full, red, "ids, states and times are unchanged")
+
+	// The agent host keeps its host name, as on /agents and /collectors;
+	// its interfaces are masked.
+	var hosts struct {
+		Items []map[string]any `json:"items"`
+	}
+	w.auditor.Do("GET", "/api/v1/assets?source=agent", nil).JSON(t, &hosts)
+	require.Len(t, hosts.Items, 1)
+	assert.Equal(t, "collector", hosts.Items[0]["name"])
+	assert.Equal(t, "m-collector", hosts.Items[0]["machine_id"])
+	assert.Equal(t, []any{"192.0.2.x", "fe80:0:0:0::x"}, hosts.Items[0]["addresses"])
+	assert.Equal(t, []any{collectorMAC[:8] + ":xx:xx:xx"}, hosts.Items[0]["macs"])
+
+	// Timelines: the same entries, masked; a MAC in details comes with the
+	// keyed hash that observations call subject_hash.
+	type entry struct {
+		ID       string         `json:"id"`
+		Kind     string         `json:"kind"`
+		Summary  string         `json:"summary"`
+		Details  map[string]any `json:"details"`
+		Redacted bool           `json:"redacted"`
+	}
+	var tl, redTL struct {
+		Items []entry `json:"items"`
+	}
+	var obs struct {
+		Items []struct {
+			SubjectHash string `json:"subject_hash"`
+		} `json:"items"`
+	}
+	w.auditor.Do("GET", "/api/v1/discovery/observations?asset_id="+alert.AssetID, nil).JSON(t, &obs)
+	require.NotEmpty(t, obs.Items)
+	kinds := map[string]bool{}
+	for _, path := range []string{"/api/v1/alerts/" + alert.ID + "/timeline", "/api/v1/assets/" + alert.AssetID + "/timeline"} {
+		w.analyst.Do("GET", path, nil).JSON(t, &tl)
+		w.auditor.Do("GET", path, nil).JSON(t, &redTL)
+		require.Len(t, redTL.Items, len(tl.Items), path)
+		for i, e := range redTL.Items {
+			assert.Equal(t, tl.Items[i].ID, e.ID)
+			assert.Equal(t, tl.Items[i].Kind, e.Kind)
+			assert.True(t, e.Redacted)
+			assert.False(t, tl.Items[i].Redacted)
+			if tl.Items[i].Details["mac"] != nil {
+				assert.Equal(t, "de:ad:be:xx:xx:xx", e.Details["mac"], "%s %s", path, e.Kind)
+				assert.Equal(t, obs.Items[0].SubjectHash, e.Details["mac_hash"], "%s %s", path, e.Kind)
+			}
+			if tl.Items[i].Details["ip"] != nil {
+				assert.Equal(t, "192.0.2.x", e.Details["ip"], "%s %s", path, e.Kind)
+			}
+			kinds[e.Kind] = true
+			switch e.Kind {
+			case "observed_again":
+				assert.Equal(t, "observed again at 192.0.2.x", e.Summary)
+			case "acknowledged":
+				assert.Equal(t, "it moved from 192.0.2.x to 192.0.2.x", e.Details["note"])
+			case "address_changed":
+				assert.Equal(t, "new address 192.0.2.x", e.Summary)
+				assert.Equal(t, []any{"192.0.2.x"}, e.Details["previous"])
+			case "first_seen":
+				assert.Equal(t, "first seen at 192.0.2.x", e.Summary)
+				assert.Equal(t, tl.Items[i].Details["site_id"], e.Details["site_id"])
+			}
+		}
+	}
+	for _, k := range []string{"raised", "observed_again", "acknowledged", "resolved", "first_seen", "seen_again", "address_changed", "authorized"} {
+		assert.True(t, kinds[k], "the timelines have a %s entry", k)
+	}
+}
+
+// TestAssetSearchIsForRolesThatSeeIdentifiers: q searches MACs and
+// addresses, so what it finds would tell a redacted reader whether a MAC
+// exists. Roles that see identifiers redacted get 403; other filters work.
+func TestAssetSearchIsForRolesThatSeeIdentifiers(t *testing.T) {
+	w := newWorld(t)
+	w.see(t, "de:ad:be:ef:00:01", "192.0.2.66", time.Now().UTC())
+	var list struct {
+		Items []assetJSON `json:"items"`
+	}
+	w.analyst.Do("GET", "/api/v1/assets?q=de:ad:be:ef:00:01", nil).JSON(t, &list)
+	require.Len(t, list.Items, 1, "the analyst finds the device by its MAC")
+	for _, q := range []string{"de:ad:be:ef:00:01", "de:ad:be:ef:00:02", "192.0.2.66", "de:ad:be", "collector"} {
+		r := w.auditor.Do("GET", "/api/v1/assets?q="+q, nil)
+		p := r.Problem(t, 403)
+		assert.Equal(t, "forbidden", p.Code, q)
+		assert.Contains(t, p.Detail, "q", q)
+		assert.NotContains(t, string(r.Body), "de:ad:be:ef", "the refusal is the same whether or not it exists")
+	}
+	w.auditor.Do("GET", "/api/v1/assets?source=discovery&authorization=unauthorized", nil).JSON(t, &list)
+	require.Len(t, list.Items, 1, "the other filters are the auditor's")
+	assert.Equal(t, list.Items[0].ID, w.alerts(t, "")[0].AssetID)
 }

@@ -594,8 +594,13 @@ type Alert struct {
 	Id             openapi_types.UUID  `json:"id"`
 	LastSeenAt     time.Time           `json:"last_seen_at"`
 
+	// Redacted Whether MACs and addresses are masked for the reader's role (true for roles other than tenant_admin and analyst).
+	Redacted bool `json:"redacted"`
+
 	// Resolution authorized, removed or false_positive; null until resolved.
-	Resolution     *string              `json:"resolution"`
+	Resolution *string `json:"resolution"`
+
+	// ResolutionNote When redacted, the MACs and addresses in it are masked.
 	ResolutionNote *string              `json:"resolution_note"`
 	ResolvedAt     *time.Time           `json:"resolved_at"`
 	SeenCount      int64                `json:"seen_count"`
@@ -603,9 +608,11 @@ type Alert struct {
 	SiteId         *openapi_types.UUID  `json:"site_id"`
 	Status         AlertStatus          `json:"status"`
 	TicketIds      []openapi_types.UUID `json:"ticket_ids"`
-	Title          string               `json:"title"`
-	Type           AlertType            `json:"type"`
-	UpdatedAt      time.Time            `json:"updated_at"`
+
+	// Title "Unauthorized device <mac> at <ip>"; when redacted, with the MAC reduced to its OUI and the address masked.
+	Title     string    `json:"title"`
+	Type      AlertType `json:"type"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // AlertAssign defines model for AlertAssign.
@@ -646,13 +653,20 @@ type AlertTimeline struct {
 
 // AlertTimelineEntry defines model for AlertTimelineEntry.
 type AlertTimelineEntry struct {
-	Actor   AuditActor             `json:"actor"`
-	At      time.Time              `json:"at"`
+	Actor AuditActor `json:"actor"`
+	At    time.Time  `json:"at"`
+
+	// Details When redacted, a `mac` is masked and joined by `mac_hash` (the tenant's keyed hash, as an observation's `subject_hash`), an `ip` is masked, and MACs and addresses in any other value are masked.
 	Details map[string]interface{} `json:"details"`
 	Id      openapi_types.UUID     `json:"id"`
 
 	// Kind raised, observed_again, acknowledged, assigned, ticket_linked, resolved, delivered
-	Kind    string `json:"kind"`
+	Kind string `json:"kind"`
+
+	// Redacted Whether MACs and addresses are masked for the reader's role.
+	Redacted bool `json:"redacted"`
+
+	// Summary When redacted, the MACs and addresses in it are masked.
 	Summary string `json:"summary"`
 }
 
@@ -738,8 +752,9 @@ type ApiTokenList struct {
 // ApiTokenStatus defines model for ApiTokenStatus.
 type ApiTokenStatus string
 
-// Asset defines model for Asset.
+// Asset A device. For a reader whose role does not see identifiers in full (auditor), `redacted` is true and every MAC (in `macs`, `name` and `authorization.rule`) is reduced to its OUI followed by xx:xx:xx, and every IP address masked (192.0.2.x, 2001:db8:0:1::x), as in observations. Host names, machine ids, ids, states and times are unchanged.
 type Asset struct {
+	// Addresses In full for tenant_admin and analyst; otherwise each masked (192.0.2.x).
 	Addresses []string `json:"addresses"`
 
 	// AgentId The live agent on this asset, if any.
@@ -749,12 +764,19 @@ type Asset struct {
 	Id            openapi_types.UUID  `json:"id"`
 	LastSeenAt    time.Time           `json:"last_seen_at"`
 	MachineId     *string             `json:"machine_id"`
-	Macs          []string            `json:"macs"`
-	Name          string              `json:"name"`
-	Os            *string             `json:"os"`
-	Platform      *string             `json:"platform"`
-	SiteId        *openapi_types.UUID `json:"site_id"`
-	Source        AssetSource         `json:"source"`
+
+	// Macs In full for tenant_admin and analyst; otherwise each the OUI followed by xx:xx:xx.
+	Macs []string `json:"macs"`
+
+	// Name An agent host's host name; `device <mac>` for a discovered device (the masked MAC when redacted).
+	Name     string  `json:"name"`
+	Os       *string `json:"os"`
+	Platform *string `json:"platform"`
+
+	// Redacted Whether MACs and addresses are masked for the reader's role.
+	Redacted bool                `json:"redacted"`
+	SiteId   *openapi_types.UUID `json:"site_id"`
+	Source   AssetSource         `json:"source"`
 
 	// VendorOui The OUI (first three octets) of the asset's first MAC.
 	VendorOui *string `json:"vendor_oui"`
@@ -791,12 +813,19 @@ type AssetTimeline struct {
 
 // AssetTimelineEntry defines model for AssetTimelineEntry.
 type AssetTimelineEntry struct {
-	At      time.Time              `json:"at"`
+	At time.Time `json:"at"`
+
+	// Details When redacted, a `mac` is masked and joined by `mac_hash` (the tenant's keyed hash, as an observation's `subject_hash`), an `ip` is masked, and MACs and addresses in any other value are masked.
 	Details map[string]interface{} `json:"details"`
 	Id      openapi_types.UUID     `json:"id"`
 
 	// Kind enrolled, reenrolled, first_seen, facts_changed, revoked, ...
-	Kind    string `json:"kind"`
+	Kind string `json:"kind"`
+
+	// Redacted Whether MACs and addresses are masked for the reader's role.
+	Redacted bool `json:"redacted"`
+
+	// Summary When redacted, the MACs and addresses in it are masked.
 	Summary string `json:"summary"`
 }
 
@@ -998,7 +1027,7 @@ type DiscoveryPolicyInput struct {
 	AllowedMethods []DiscoveryMethod `json:"allowed_methods"`
 	Allowlist      []AllowlistRule   `json:"allowlist"`
 
-	// CollectorAgentIds Agents of the site that may observe; empty means every agent of the site.
+	// CollectorAgentIds Agents of the site that may observe; empty means every agent of the site. Each must be an agent of this site; duplicates count once.
 	CollectorAgentIds        []openapi_types.UUID `json:"collector_agent_ids"`
 	ObservationRetentionDays int                  `json:"observation_retention_days"`
 }
@@ -1452,6 +1481,9 @@ type EnrollmentTokenId = openapi_types.UUID
 // EvidenceId defines model for EvidenceId.
 type EvidenceId = openapi_types.UUID
 
+// IdempotencyKey defines model for IdempotencyKey.
+type IdempotencyKey = string
+
 // IfMatch defines model for IfMatch.
 type IfMatch = string
 
@@ -1521,6 +1553,12 @@ type ListAgentCommandsParams struct {
 	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
 }
 
+// QueueAgentCommandParams defines parameters for QueueAgentCommand.
+type QueueAgentCommandParams struct {
+	// IdempotencyKey Makes a retry safe. A key the client makes up for one request (1-255 printable ASCII characters; a UUID is a good key). The first request with a key runs; its final response (any status below 500) is kept for 24 hours, and a retry by the same principal with the same key and the same request (operation, path, JSON body in any key order) gets it again (status, body, `ETag`) with `Idempotent-Replayed: true`, changing nothing. The key with a different request is `422 idempotency_key_reused`. While the first request runs, a retry is `409 idempotency_key_in_progress` with `Retry-After`; an attempt unfinished after 60 seconds is taken to have died, and the retry runs. A 5xx is not kept. Operations that return a secret (createApiToken, createEnrollmentToken) take no key.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
 // ListAlertsParams defines parameters for ListAlerts.
 type ListAlertsParams struct {
 	// Limit Page size (default 50).
@@ -1548,6 +1586,12 @@ type GetAlertEvidenceParams struct {
 
 	// Cursor The `next_cursor` of the previous page.
 	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
+// CreateTicketFromAlertParams defines parameters for CreateTicketFromAlert.
+type CreateTicketFromAlertParams struct {
+	// IdempotencyKey Makes a retry safe. A key the client makes up for one request (1-255 printable ASCII characters; a UUID is a good key). The first request with a key runs; its final response (any status below 500) is kept for 24 hours, and a retry by the same principal with the same key and the same request (operation, path, JSON body in any key order) gets it again (status, body, `ETag`) with `Idempotent-Replayed: true`, changing nothing. The key with a different request is `422 idempotency_key_reused`. While the first request runs, a retry is `409 idempotency_key_in_progress` with `Retry-After`; an attempt unfinished after 60 seconds is taken to have died, and the retry runs. A 5xx is not kept. Operations that return a secret (createApiToken, createEnrollmentToken) take no key.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // GetAlertTimelineParams defines parameters for GetAlertTimeline.
@@ -1595,7 +1639,7 @@ type ListAssetsParams struct {
 	// SeenBefore Last seen before.
 	SeenBefore *time.Time `form:"seen_before,omitempty" json:"seen_before,omitempty"`
 
-	// Q Text search on name, machine id, MAC and IP address (case-insensitive substring).
+	// Q Text search on name, machine id, MAC and IP address (case-insensitive substring). Only for roles that see identifiers in full (tenant_admin, analyst): any other role gets `403 forbidden`, since what a search over MACs and addresses finds would tell what the redacted answer hides.
 	Q *string `form:"q,omitempty" json:"q,omitempty"`
 }
 
@@ -1671,6 +1715,12 @@ type ListDiscoveryAuthorizationsParams struct {
 	Decision *AuthorizationOutcome `form:"decision,omitempty" json:"decision,omitempty"`
 }
 
+// RequestDiscoveryAuthorizationParams defines parameters for RequestDiscoveryAuthorization.
+type RequestDiscoveryAuthorizationParams struct {
+	// IdempotencyKey Makes a retry safe. A key the client makes up for one request (1-255 printable ASCII characters; a UUID is a good key). The first request with a key runs; its final response (any status below 500) is kept for 24 hours, and a retry by the same principal with the same key and the same request (operation, path, JSON body in any key order) gets it again (status, body, `ETag`) with `Idempotent-Replayed: true`, changing nothing. The key with a different request is `422 idempotency_key_reused`. While the first request runs, a retry is `409 idempotency_key_in_progress` with `Retry-After`; an attempt unfinished after 60 seconds is taken to have died, and the retry runs. A 5xx is not kept. Operations that return a secret (createApiToken, createEnrollmentToken) take no key.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
 // ListObservationsParams defines parameters for ListObservations.
 type ListObservationsParams struct {
 	// Limit Page size (default 50).
@@ -1730,6 +1780,12 @@ type ListSitesParams struct {
 	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
 }
 
+// CreateSiteParams defines parameters for CreateSite.
+type CreateSiteParams struct {
+	// IdempotencyKey Makes a retry safe. A key the client makes up for one request (1-255 printable ASCII characters; a UUID is a good key). The first request with a key runs; its final response (any status below 500) is kept for 24 hours, and a retry by the same principal with the same key and the same request (operation, path, JSON body in any key order) gets it again (status, body, `ETag`) with `Idempotent-Replayed: true`, changing nothing. The key with a different request is `422 idempotency_key_reused`. While the first request runs, a retry is `409 idempotency_key_in_progress` with `Retry-After`; an attempt unfinished after 60 seconds is taken to have died, and the retry runs. A 5xx is not kept. Operations that return a secret (createApiToken, createEnrollmentToken) take no key.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
 // ListTicketsParams defines parameters for ListTickets.
 type ListTicketsParams struct {
 	// Limit Page size (default 50).
@@ -1740,6 +1796,12 @@ type ListTicketsParams struct {
 	Status     *TicketStatus       `form:"status,omitempty" json:"status,omitempty"`
 	AssigneeId *openapi_types.UUID `form:"assignee_id,omitempty" json:"assignee_id,omitempty"`
 	Priority   *TicketPriority     `form:"priority,omitempty" json:"priority,omitempty"`
+}
+
+// CreateTicketParams defines parameters for CreateTicket.
+type CreateTicketParams struct {
+	// IdempotencyKey Makes a retry safe. A key the client makes up for one request (1-255 printable ASCII characters; a UUID is a good key). The first request with a key runs; its final response (any status below 500) is kept for 24 hours, and a retry by the same principal with the same key and the same request (operation, path, JSON body in any key order) gets it again (status, body, `ETag`) with `Idempotent-Replayed: true`, changing nothing. The key with a different request is `422 idempotency_key_reused`. While the first request runs, a retry is `409 idempotency_key_in_progress` with `Retry-After`; an attempt unfinished after 60 seconds is taken to have died, and the retry runs. A 5xx is not kept. Operations that return a secret (createApiToken, createEnrollmentToken) take no key.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // UpdateTicketParams defines parameters for UpdateTicket.
@@ -1755,6 +1817,18 @@ type ListTicketCommentsParams struct {
 
 	// Cursor The `next_cursor` of the previous page.
 	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
+// AddTicketCommentParams defines parameters for AddTicketComment.
+type AddTicketCommentParams struct {
+	// IdempotencyKey Makes a retry safe. A key the client makes up for one request (1-255 printable ASCII characters; a UUID is a good key). The first request with a key runs; its final response (any status below 500) is kept for 24 hours, and a retry by the same principal with the same key and the same request (operation, path, JSON body in any key order) gets it again (status, body, `ETag`) with `Idempotent-Replayed: true`, changing nothing. The key with a different request is `422 idempotency_key_reused`. While the first request runs, a retry is `409 idempotency_key_in_progress` with `Retry-After`; an attempt unfinished after 60 seconds is taken to have died, and the retry runs. A 5xx is not kept. Operations that return a secret (createApiToken, createEnrollmentToken) take no key.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// AddTicketLinkParams defines parameters for AddTicketLink.
+type AddTicketLinkParams struct {
+	// IdempotencyKey Makes a retry safe. A key the client makes up for one request (1-255 printable ASCII characters; a UUID is a good key). The first request with a key runs; its final response (any status below 500) is kept for 24 hours, and a retry by the same principal with the same key and the same request (operation, path, JSON body in any key order) gets it again (status, body, `ETag`) with `Idempotent-Replayed: true`, changing nothing. The key with a different request is `422 idempotency_key_reused`. While the first request runs, a retry is `409 idempotency_key_in_progress` with `Retry-After`; an attempt unfinished after 60 seconds is taken to have died, and the retry runs. A 5xx is not kept. Operations that return a secret (createApiToken, createEnrollmentToken) take no key.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // QueueAgentCommandJSONRequestBody defines body for QueueAgentCommand for application/json ContentType.
@@ -1827,7 +1901,7 @@ type ServerInterface interface {
 	ListAgentCommands(w http.ResponseWriter, r *http.Request, agentId AgentId, params ListAgentCommandsParams)
 	// QueueAgentCommand Queue a command for an agent
 	// (POST /api/v1/agents/{agent_id}/commands)
-	QueueAgentCommand(w http.ResponseWriter, r *http.Request, agentId AgentId)
+	QueueAgentCommand(w http.ResponseWriter, r *http.Request, agentId AgentId, params QueueAgentCommandParams)
 	// RevokeAgent Revoke an agent
 	// (POST /api/v1/agents/{agent_id}/revoke)
 	RevokeAgent(w http.ResponseWriter, r *http.Request, agentId AgentId)
@@ -1854,7 +1928,7 @@ type ServerInterface interface {
 	ResolveAlert(w http.ResponseWriter, r *http.Request, alertId AlertId)
 	// CreateTicketFromAlert Open a ticket from an alert
 	// (POST /api/v1/alerts/{alert_id}/tickets)
-	CreateTicketFromAlert(w http.ResponseWriter, r *http.Request, alertId AlertId)
+	CreateTicketFromAlert(w http.ResponseWriter, r *http.Request, alertId AlertId, params CreateTicketFromAlertParams)
 	// GetAlertTimeline An alert's timeline
 	// (GET /api/v1/alerts/{alert_id}/timeline)
 	GetAlertTimeline(w http.ResponseWriter, r *http.Request, alertId AlertId, params GetAlertTimelineParams)
@@ -1911,7 +1985,7 @@ type ServerInterface interface {
 	ListDiscoveryAuthorizations(w http.ResponseWriter, r *http.Request, params ListDiscoveryAuthorizationsParams)
 	// RequestDiscoveryAuthorization Ask whether a discovery method may run on a target
 	// (POST /api/v1/discovery/authorizations)
-	RequestDiscoveryAuthorization(w http.ResponseWriter, r *http.Request)
+	RequestDiscoveryAuthorization(w http.ResponseWriter, r *http.Request, params RequestDiscoveryAuthorizationParams)
 	// ListObservations List neighbour observations
 	// (GET /api/v1/discovery/observations)
 	ListObservations(w http.ResponseWriter, r *http.Request, params ListObservationsParams)
@@ -1953,7 +2027,7 @@ type ServerInterface interface {
 	ListSites(w http.ResponseWriter, r *http.Request, params ListSitesParams)
 	// CreateSite Create a site
 	// (POST /api/v1/sites)
-	CreateSite(w http.ResponseWriter, r *http.Request)
+	CreateSite(w http.ResponseWriter, r *http.Request, params CreateSiteParams)
 	// GetSite Get a site
 	// (GET /api/v1/sites/{site_id})
 	GetSite(w http.ResponseWriter, r *http.Request, siteId SiteId)
@@ -1965,7 +2039,7 @@ type ServerInterface interface {
 	ListTickets(w http.ResponseWriter, r *http.Request, params ListTicketsParams)
 	// CreateTicket Open a ticket
 	// (POST /api/v1/tickets)
-	CreateTicket(w http.ResponseWriter, r *http.Request)
+	CreateTicket(w http.ResponseWriter, r *http.Request, params CreateTicketParams)
 	// GetTicket Get a ticket
 	// (GET /api/v1/tickets/{ticket_id})
 	GetTicket(w http.ResponseWriter, r *http.Request, ticketId TicketId)
@@ -1977,13 +2051,13 @@ type ServerInterface interface {
 	ListTicketComments(w http.ResponseWriter, r *http.Request, ticketId TicketId, params ListTicketCommentsParams)
 	// AddTicketComment Comment on a ticket
 	// (POST /api/v1/tickets/{ticket_id}/comments)
-	AddTicketComment(w http.ResponseWriter, r *http.Request, ticketId TicketId)
+	AddTicketComment(w http.ResponseWriter, r *http.Request, ticketId TicketId, params AddTicketCommentParams)
 	// ListTicketLinks A ticket's links
 	// (GET /api/v1/tickets/{ticket_id}/links)
 	ListTicketLinks(w http.ResponseWriter, r *http.Request, ticketId TicketId)
 	// AddTicketLink Link a ticket to an alert, asset, ticket or URL
 	// (POST /api/v1/tickets/{ticket_id}/links)
-	AddTicketLink(w http.ResponseWriter, r *http.Request, ticketId TicketId)
+	AddTicketLink(w http.ResponseWriter, r *http.Request, ticketId TicketId, params AddTicketLinkParams)
 }
 
 // ServerInterfaceWrapper converts contexts to parameters.
@@ -2163,8 +2237,32 @@ func (siw *ServerInterfaceWrapper) QueueAgentCommand(w http.ResponseWriter, r *h
 		return
 	}
 
+	// Parameter object where we will unmarshal all parameters from the context
+	var params QueueAgentCommandParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		siw.Handler.QueueAgentCommand(w, r, agentId)
+		siw.Handler.QueueAgentCommand(w, r, agentId, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -2537,8 +2635,32 @@ func (siw *ServerInterfaceWrapper) CreateTicketFromAlert(w http.ResponseWriter, 
 		return
 	}
 
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CreateTicketFromAlertParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		siw.Handler.CreateTicketFromAlert(w, r, alertId)
+		siw.Handler.CreateTicketFromAlert(w, r, alertId, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -3420,8 +3542,35 @@ func (siw *ServerInterfaceWrapper) ListDiscoveryAuthorizations(w http.ResponseWr
 // RequestDiscoveryAuthorization operation middleware
 func (siw *ServerInterfaceWrapper) RequestDiscoveryAuthorization(w http.ResponseWriter, r *http.Request) {
 
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params RequestDiscoveryAuthorizationParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		siw.Handler.RequestDiscoveryAuthorization(w, r)
+		siw.Handler.RequestDiscoveryAuthorization(w, r, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -3938,8 +4087,35 @@ func (siw *ServerInterfaceWrapper) ListSites(w http.ResponseWriter, r *http.Requ
 // CreateSite operation middleware
 func (siw *ServerInterfaceWrapper) CreateSite(w http.ResponseWriter, r *http.Request) {
 
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CreateSiteParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		siw.Handler.CreateSite(w, r)
+		siw.Handler.CreateSite(w, r, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -4089,8 +4265,35 @@ func (siw *ServerInterfaceWrapper) ListTickets(w http.ResponseWriter, r *http.Re
 // CreateTicket operation middleware
 func (siw *ServerInterfaceWrapper) CreateTicket(w http.ResponseWriter, r *http.Request) {
 
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CreateTicketParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		siw.Handler.CreateTicket(w, r)
+		siw.Handler.CreateTicket(w, r, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -4246,8 +4449,32 @@ func (siw *ServerInterfaceWrapper) AddTicketComment(w http.ResponseWriter, r *ht
 		return
 	}
 
+	// Parameter object where we will unmarshal all parameters from the context
+	var params AddTicketCommentParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		siw.Handler.AddTicketComment(w, r, ticketId)
+		siw.Handler.AddTicketComment(w, r, ticketId, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -4298,8 +4525,32 @@ func (siw *ServerInterfaceWrapper) AddTicketLink(w http.ResponseWriter, r *http.
 		return
 	}
 
+	// Parameter object where we will unmarshal all parameters from the context
+	var params AddTicketLinkParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		siw.Handler.AddTicketLink(w, r, ticketId)
+		siw.Handler.AddTicketLink(w, r, ticketId, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -4807,6 +5058,7 @@ func (response ListAgentCommandsdefaultApplicationProblemPlusJSONResponse) Visit
 
 type QueueAgentCommandRequestObject struct {
 	AgentId AgentId `json:"agent_id"`
+	Params  QueueAgentCommandParams
 	Body    *QueueAgentCommandJSONRequestBody
 }
 
@@ -6061,6 +6313,7 @@ func (response ResolveAlertdefaultApplicationProblemPlusJSONResponse) VisitResol
 
 type CreateTicketFromAlertRequestObject struct {
 	AlertId AlertId `json:"alert_id"`
+	Params  CreateTicketFromAlertParams
 	Body    *CreateTicketFromAlertJSONRequestBody
 }
 
@@ -6152,6 +6405,22 @@ func (response CreateTicketFromAlert404ApplicationProblemPlusJSONResponse) Visit
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateTicketFromAlert409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response CreateTicketFromAlert409ApplicationProblemPlusJSONResponse) VisitCreateTicketFromAlertResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -8105,7 +8374,8 @@ func (response ListDiscoveryAuthorizationsdefaultApplicationProblemPlusJSONRespo
 }
 
 type RequestDiscoveryAuthorizationRequestObject struct {
-	Body *RequestDiscoveryAuthorizationJSONRequestBody
+	Params RequestDiscoveryAuthorizationParams
+	Body   *RequestDiscoveryAuthorizationJSONRequestBody
 }
 
 type RequestDiscoveryAuthorizationResponseObject interface {
@@ -8186,6 +8456,22 @@ func (response RequestDiscoveryAuthorization404ApplicationProblemPlusJSONRespons
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RequestDiscoveryAuthorization409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response RequestDiscoveryAuthorization409ApplicationProblemPlusJSONResponse) VisitRequestDiscoveryAuthorizationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -9567,7 +9853,8 @@ func (response ListSitesdefaultApplicationProblemPlusJSONResponse) VisitListSite
 }
 
 type CreateSiteRequestObject struct {
-	Body *CreateSiteJSONRequestBody
+	Params CreateSiteParams
+	Body   *CreateSiteJSONRequestBody
 }
 
 type CreateSiteResponseObject interface {
@@ -10076,7 +10363,8 @@ func (response ListTicketsdefaultApplicationProblemPlusJSONResponse) VisitListTi
 }
 
 type CreateTicketRequestObject struct {
-	Body *CreateTicketJSONRequestBody
+	Params CreateTicketParams
+	Body   *CreateTicketJSONRequestBody
 }
 
 type CreateTicketResponseObject interface {
@@ -10151,6 +10439,22 @@ func (response CreateTicket403ApplicationProblemPlusJSONResponse) VisitCreateTic
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateTicket409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response CreateTicket409ApplicationProblemPlusJSONResponse) VisitCreateTicketResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -10650,6 +10954,7 @@ func (response ListTicketCommentsdefaultApplicationProblemPlusJSONResponse) Visi
 
 type AddTicketCommentRequestObject struct {
 	TicketId TicketId `json:"ticket_id"`
+	Params   AddTicketCommentParams
 	Body     *AddTicketCommentJSONRequestBody
 }
 
@@ -10731,6 +11036,22 @@ func (response AddTicketComment404ApplicationProblemPlusJSONResponse) VisitAddTi
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AddTicketComment409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response AddTicketComment409ApplicationProblemPlusJSONResponse) VisitAddTicketCommentResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -10905,6 +11226,7 @@ func (response ListTicketLinksdefaultApplicationProblemPlusJSONResponse) VisitLi
 
 type AddTicketLinkRequestObject struct {
 	TicketId TicketId `json:"ticket_id"`
+	Params   AddTicketLinkParams
 	Body     *AddTicketLinkJSONRequestBody
 }
 
@@ -11362,10 +11684,11 @@ func (sh *strictHandler) ListAgentCommands(w http.ResponseWriter, r *http.Reques
 }
 
 // QueueAgentCommand operation middleware
-func (sh *strictHandler) QueueAgentCommand(w http.ResponseWriter, r *http.Request, agentId AgentId) {
+func (sh *strictHandler) QueueAgentCommand(w http.ResponseWriter, r *http.Request, agentId AgentId, params QueueAgentCommandParams) {
 	var request QueueAgentCommandRequestObject
 
 	request.AgentId = agentId
+	request.Params = params
 
 	var body QueueAgentCommandJSONRequestBody
 	if err := runtime.BindJSONBody(r, &body); err != nil {
@@ -11645,10 +11968,11 @@ func (sh *strictHandler) ResolveAlert(w http.ResponseWriter, r *http.Request, al
 }
 
 // CreateTicketFromAlert operation middleware
-func (sh *strictHandler) CreateTicketFromAlert(w http.ResponseWriter, r *http.Request, alertId AlertId) {
+func (sh *strictHandler) CreateTicketFromAlert(w http.ResponseWriter, r *http.Request, alertId AlertId, params CreateTicketFromAlertParams) {
 	var request CreateTicketFromAlertRequestObject
 
 	request.AlertId = alertId
+	request.Params = params
 
 	var body CreateTicketFromAlertJSONRequestBody
 	if err := runtime.BindJSONBody(r, &body); err != nil {
@@ -12168,8 +12492,10 @@ func (sh *strictHandler) ListDiscoveryAuthorizations(w http.ResponseWriter, r *h
 }
 
 // RequestDiscoveryAuthorization operation middleware
-func (sh *strictHandler) RequestDiscoveryAuthorization(w http.ResponseWriter, r *http.Request) {
+func (sh *strictHandler) RequestDiscoveryAuthorization(w http.ResponseWriter, r *http.Request, params RequestDiscoveryAuthorizationParams) {
 	var request RequestDiscoveryAuthorizationRequestObject
+
+	request.Params = params
 
 	var body RequestDiscoveryAuthorizationJSONRequestBody
 	if err := runtime.BindJSONBody(r, &body); err != nil {
@@ -12546,8 +12872,10 @@ func (sh *strictHandler) ListSites(w http.ResponseWriter, r *http.Request, param
 }
 
 // CreateSite operation middleware
-func (sh *strictHandler) CreateSite(w http.ResponseWriter, r *http.Request) {
+func (sh *strictHandler) CreateSite(w http.ResponseWriter, r *http.Request, params CreateSiteParams) {
 	var request CreateSiteRequestObject
+
+	request.Params = params
 
 	var body CreateSiteJSONRequestBody
 	if err := runtime.BindJSONBody(r, &body); err != nil {
@@ -12662,8 +12990,10 @@ func (sh *strictHandler) ListTickets(w http.ResponseWriter, r *http.Request, par
 }
 
 // CreateTicket operation middleware
-func (sh *strictHandler) CreateTicket(w http.ResponseWriter, r *http.Request) {
+func (sh *strictHandler) CreateTicket(w http.ResponseWriter, r *http.Request, params CreateTicketParams) {
 	var request CreateTicketRequestObject
+
+	request.Params = params
 
 	var body CreateTicketJSONRequestBody
 	if err := runtime.BindJSONBody(r, &body); err != nil {
@@ -12780,10 +13110,11 @@ func (sh *strictHandler) ListTicketComments(w http.ResponseWriter, r *http.Reque
 }
 
 // AddTicketComment operation middleware
-func (sh *strictHandler) AddTicketComment(w http.ResponseWriter, r *http.Request, ticketId TicketId) {
+func (sh *strictHandler) AddTicketComment(w http.ResponseWriter, r *http.Request, ticketId TicketId, params AddTicketCommentParams) {
 	var request AddTicketCommentRequestObject
 
 	request.TicketId = ticketId
+	request.Params = params
 
 	var body AddTicketCommentJSONRequestBody
 	if err := runtime.BindJSONBody(r, &body); err != nil {
@@ -12839,10 +13170,11 @@ func (sh *strictHandler) ListTicketLinks(w http.ResponseWriter, r *http.Request,
 }
 
 // AddTicketLink operation middleware
-func (sh *strictHandler) AddTicketLink(w http.ResponseWriter, r *http.Request, ticketId TicketId) {
+func (sh *strictHandler) AddTicketLink(w http.ResponseWriter, r *http.Request, ticketId TicketId, params AddTicketLinkParams) {
 	var request AddTicketLinkRequestObject
 
 	request.TicketId = ticketId
+	request.Params = params
 
 	var body AddTicketLinkJSONRequestBody
 	if err := runtime.BindJSONBody(r, &body); err != nil {

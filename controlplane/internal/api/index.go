@@ -27,6 +27,12 @@ const (
 	AuthAgentCertificate = "agent-certificate"
 )
 
+// IdempotencyKeyHeader is the request header that makes a retry safe. An
+// operation takes it when the spec declares it as a header parameter
+// (components/parameters/IdempotencyKey); the gate then answers a retry with
+// the first response instead of running it again.
+const IdempotencyKeyHeader = "Idempotency-Key"
+
 func init() {
 	// kin-openapi checks date-time and int formats by default; ids are UUIDs.
 	openapi3.DefineStringFormatValidator("uuid", openapi3.NewRegexpFormatValidator(openapi3.FormatOfStringForUUIDOfRFC9562))
@@ -47,6 +53,9 @@ type Operation struct {
 	BodyRequired bool
 	Spec         *openapi3.Operation
 	PathItem     *openapi3.PathItem
+
+	// Idempotent marks operations that take an Idempotency-Key header.
+	Idempotent bool
 
 	segments []string
 }
@@ -128,6 +137,15 @@ func NewIndex(doc *openapi3.T) (*Index, error) {
 					return nil, fmt.Errorf("%s: %s must be %q", o.ID, ExtAuth, AuthAgentCertificate)
 				}
 				o.AgentAuth = true
+			}
+			for _, p := range append(slices.Clone(item.Parameters), op.Parameters...) {
+				if p.Value != nil && p.Value.In == openapi3.ParameterInHeader && strings.EqualFold(p.Value.Name, IdempotencyKeyHeader) {
+					o.Idempotent = true
+				}
+			}
+			if o.Idempotent && (IsRead(method) || o.Public || o.AgentAuth) {
+				// Keys belong to a principal; reads need none.
+				return nil, fmt.Errorf("%s: only mutations called with a bearer token take %s", o.ID, IdempotencyKeyHeader)
 			}
 			if v, ok := op.Extensions[ExtRoles]; ok {
 				list, isList := v.([]any)

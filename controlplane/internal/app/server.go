@@ -161,6 +161,7 @@ func Start(ctx context.Context, cfg ServeConfig) (*Server, error) {
 		Metrics:        httpx.NewMetrics(reg),
 		MaxBodyBytes:   cfg.MaxBodyBytes,
 		TrustedProxies: cfg.TrustedProxies,
+		Pool:           pool,
 	}
 	mux := http.NewServeMux()
 	strict := api.NewStrictHandlerWithOptions(rest{

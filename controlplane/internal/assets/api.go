@@ -2,6 +2,7 @@ package assets
 
 import (
 	"context"
+	"net/http"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -11,6 +12,8 @@ import (
 	"github.com/edgeward/edgeward/controlplane/internal/caller"
 	"github.com/edgeward/edgeward/controlplane/internal/db"
 	"github.com/edgeward/edgeward/controlplane/internal/page"
+	"github.com/edgeward/edgeward/controlplane/internal/problem"
+	"github.com/edgeward/edgeward/controlplane/internal/redact"
 )
 
 // API serves the asset operations of specs/openapi.yaml.
@@ -30,6 +33,12 @@ func (a *API) ListAssets(ctx context.Context, req api.ListAssetsRequestObject) (
 		f.Source = string(*req.Params.Source)
 	}
 	if req.Params.Q != nil {
+		if !redact.SeesIdentifiers(c.Role) {
+			// A search over identifiers would tell, by what it finds, whether
+			// a MAC or an address the reader cannot see exists.
+			return nil, problem.Newf(http.StatusForbidden, problem.CodeForbidden,
+				"the %s role sees MACs and addresses redacted, so it may not search them with q; filter by source, authorization, site_id or seen_since instead", c.Role)
+		}
 		f.Query = *req.Params.Q
 	}
 	if req.Params.Authorization != nil {
@@ -49,7 +58,11 @@ func (a *API) ListAssets(ctx context.Context, req api.ListAssetsRequestObject) (
 		f.After = &cur
 	}
 	var list []Asset
+	var red *redact.Redactor
 	if err := db.InTenant(ctx, a.Pool, c.TenantID, func(tx pgx.Tx) error {
+		if red, err = redact.ForReader(ctx, tx, c.TenantID, c.Role); err != nil {
+			return err
+		}
 		list, err = a.Store.List(ctx, tx, f)
 		return err
 	}); err != nil {
@@ -58,7 +71,7 @@ func (a *API) ListAssets(ctx context.Context, req api.ListAssetsRequestObject) (
 	list, more := page.Trim(list, f.Limit)
 	out := api.ListAssets200JSONResponse{Items: make([]api.Asset, 0, len(list))}
 	for _, x := range list {
-		out.Items = append(out.Items, x.ToAPI())
+		out.Items = append(out.Items, x.ToAPI(red))
 	}
 	if more {
 		last := list[len(list)-1]
@@ -74,13 +87,17 @@ func (a *API) GetAsset(ctx context.Context, req api.GetAssetRequestObject) (api.
 		return nil, err
 	}
 	var x Asset
+	var red *redact.Redactor
 	if err := db.InTenant(ctx, a.Pool, c.TenantID, func(tx pgx.Tx) error {
+		if red, err = redact.ForReader(ctx, tx, c.TenantID, c.Role); err != nil {
+			return err
+		}
 		x, err = a.Store.Get(ctx, tx, req.AssetId)
 		return err
 	}); err != nil {
 		return nil, err
 	}
-	return api.GetAsset200JSONResponse(x.ToAPI()), nil
+	return api.GetAsset200JSONResponse(x.ToAPI(red)), nil
 }
 
 type timelineCursor struct {
@@ -102,8 +119,12 @@ func (a *API) GetAssetTimeline(ctx context.Context, req api.GetAssetTimelineRequ
 		before = &cur.ID
 	}
 	var entries []TimelineEntry
+	var red *redact.Redactor
 	if err := db.InTenant(ctx, a.Pool, c.TenantID, func(tx pgx.Tx) error {
 		if _, err := a.Store.Get(ctx, tx, req.AssetId); err != nil {
+			return err
+		}
+		if red, err = redact.ForReader(ctx, tx, c.TenantID, c.Role); err != nil {
 			return err
 		}
 		entries, err = a.Store.Timeline(ctx, tx, req.AssetId, before, limit)
@@ -114,11 +135,7 @@ func (a *API) GetAssetTimeline(ctx context.Context, req api.GetAssetTimelineRequ
 	entries, more := page.Trim(entries, limit)
 	out := api.GetAssetTimeline200JSONResponse{Items: make([]api.AssetTimelineEntry, 0, len(entries))}
 	for _, e := range entries {
-		d := e.Details
-		if d == nil {
-			d = map[string]any{}
-		}
-		out.Items = append(out.Items, api.AssetTimelineEntry{Id: e.ID, At: e.At, Kind: e.Kind, Summary: e.Summary, Details: d})
+		out.Items = append(out.Items, e.toAPI(red))
 	}
 	if more {
 		out.NextCursor = page.Encode(timelineCursor{ID: entries[len(entries)-1].ID})
@@ -126,8 +143,21 @@ func (a *API) GetAssetTimeline(ctx context.Context, req api.GetAssetTimelineRequ
 	return out, nil
 }
 
-// ToAPI is the REST form of an asset.
-func (x Asset) ToAPI() api.Asset {
+func (e TimelineEntry) toAPI(red *redact.Redactor) api.AssetTimelineEntry {
+	out := api.AssetTimelineEntry{Id: e.ID, At: e.At, Kind: e.Kind, Summary: e.Summary, Details: e.Details}
+	if red != nil {
+		out.Summary, out.Details, out.Redacted = red.Text(e.Summary), red.Details(e.Details), true
+	}
+	if out.Details == nil {
+		out.Details = map[string]any{}
+	}
+	return out
+}
+
+// ToAPI is the REST form of an asset. With a Redactor (a reader who does
+// not see identifiers) its MACs and addresses are masked, wherever they
+// appear, and a discovered device is named after its masked MAC.
+func (x Asset) ToAPI(red *redact.Redactor) api.Asset {
 	out := api.Asset{
 		Id: x.ID, Name: x.Name, Source: api.AssetSource(x.Source), MachineId: x.MachineID, Os: x.OS, Platform: x.Platform,
 		AgentId: x.AgentID, SiteId: x.SiteID, VendorOui: x.VendorOUI, Addresses: nonNil(x.Addresses), Macs: nonNil(x.MACs),
@@ -139,6 +169,28 @@ func (x Asset) ToAPI() api.Asset {
 	if x.AuthBasis != nil {
 		b := api.AssetAuthorizationBasis(*x.AuthBasis)
 		out.Authorization.Basis = &b
+	}
+	if red == nil {
+		return out
+	}
+	out.Redacted = true
+	out.Addresses, out.Macs = each(out.Addresses, red.IP), each(out.Macs, red.MAC)
+	if x.Source == SourceDiscovery && len(x.MACs) > 0 {
+		out.Name = discoveredName(red.MAC(x.MACs[0]))
+	} else {
+		out.Name = red.Text(x.Name)
+	}
+	if x.AuthRule != nil {
+		rule := red.Text(*x.AuthRule)
+		out.Authorization.Rule = &rule
+	}
+	return out
+}
+
+func each(v []string, f func(string) string) []string {
+	out := make([]string, len(v))
+	for i, s := range v {
+		out[i] = f(s)
 	}
 	return out
 }

@@ -152,7 +152,7 @@ func (a *API) manual(ctx context.Context, id uuid.UUID, reason string, authorize
 	if err != nil {
 		return api.Asset{}, err
 	}
-	return x.ToAPI(), nil
+	return x.ToAPI(nil), nil
 }
 
 // ManualAuthorization records a person's decision. Authorizing an asset an
@@ -206,13 +206,16 @@ func (Store) AssetOfMAC(ctx context.Context, tx pgx.Tx, mac string) (uuid.UUID, 
 	return id, err == nil, err
 }
 
+// discoveredName is the name of a device known only by its MAC.
+func discoveredName(mac string) string { return "device " + mac }
+
 // Discovered creates the asset of a device seen only through discovery.
 func (s Store) Discovered(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, d Device) (Asset, error) {
 	id := uuid.Must(uuid.NewV7())
 	_, err := tx.Exec(ctx, `
 		INSERT INTO assets (tenant_id, id, name, source, site_id, vendor_oui, addresses, macs, first_seen_at, last_seen_at)
 		VALUES ($1, $2, $3, 'discovery', $4, $5, $6, $7, $8, $8)`,
-		tenantID, id, "device "+d.MAC, d.SiteID, d.VendorOUI, []string{d.IP}, []string{d.MAC}, d.SeenAt)
+		tenantID, id, discoveredName(d.MAC), d.SiteID, d.VendorOUI, []string{d.IP}, []string{d.MAC}, d.SeenAt)
 	if err != nil {
 		return Asset{}, fmt.Errorf("discovered asset: %w", err)
 	}

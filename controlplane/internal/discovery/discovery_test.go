@@ -252,6 +252,31 @@ func TestObservationsUnderPolicy(t *testing.T) {
 	assert.Equal(t, obs.Items[0].SubjectHash, red.Items[0].SubjectHash, "the keyed hash correlates")
 	assert.NotContains(t, string(r.Body), "de:ad:be:ef:00:01")
 
+	// The device's asset and its timeline follow the same rules, and the
+	// MAC in the timeline's details carries the same keyed hash.
+	for _, path := range []string{"/api/v1/assets/" + obs.Items[0].AssetID, "/api/v1/assets/" + obs.Items[0].AssetID + "/timeline"} {
+		r = auditor.Do("GET", path, nil)
+		require.Equal(t, http.StatusOK, r.Status, "%s", r.Body)
+		assert.NotContains(t, string(r.Body), "de:ad:be:ef:00:01", path)
+		assert.NotContains(t, string(r.Body), "192.0.2.66", path)
+		assert.Contains(t, string(r.Body), "192.0.2.x", path)
+		assert.Contains(t, string(admin.Do("GET", path, nil).Body), "192.0.2.66", path)
+	}
+	var tl struct {
+		Items []struct {
+			Kind    string         `json:"kind"`
+			Summary string         `json:"summary"`
+			Details map[string]any `json:"details"`
+		} `json:"items"`
+	}
+	auditor.Do("GET", "/api/v1/assets/"+obs.Items[0].AssetID+"/timeline", nil).JSON(t, &tl)
+	require.NotEmpty(t, tl.Items)
+	first := tl.Items[len(tl.Items)-1]
+	assert.Equal(t, "first_seen", first.Kind)
+	assert.Equal(t, "first seen at 192.0.2.x", first.Summary)
+	assert.Equal(t, "de:ad:be:xx:xx:xx", first.Details["mac"])
+	assert.Equal(t, obs.Items[0].SubjectHash, first.Details["mac_hash"])
+
 	var collector struct {
 		Observing                    bool  `json:"observing"`
 		ObservationsLastHour         int64 `json:"observations_last_hour"`

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/edgeward/edgeward/controlplane/internal/db"
+	"github.com/edgeward/edgeward/controlplane/internal/idempotency"
 )
 
 // DefaultRetentionInterval is how often the control plane enforces
@@ -18,7 +19,8 @@ import (
 // close enough, and each sweep is one indexed delete per tenant.
 const DefaultRetentionInterval = time.Hour
 
-// Retention enforces every site's observation retention, tenant by tenant,
+// Retention enforces every site's observation retention (and drops
+// expired idempotency keys), tenant by tenant,
 // each in its own RLS transaction. The runtime role learns the tenant ids
 // from app_tenant_ids() (migration 00004); nothing else crosses tenants.
 // Several replicas may sweep at once: deleting what is already gone is a
@@ -47,7 +49,10 @@ func (r Retention) Sweep(ctx context.Context) (int64, error) {
 		var n int64
 		err := db.InTenant(ctx, r.Pool, tenant, func(tx pgx.Tx) error {
 			var err error
-			n, err = Expire(ctx, tx)
+			if n, err = Expire(ctx, tx); err != nil {
+				return err
+			}
+			_, err = idempotency.Expire(ctx, tx)
 			return err
 		})
 		if err != nil {

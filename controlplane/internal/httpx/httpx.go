@@ -3,7 +3,8 @@
 // the gate that enforces specs/openapi.yaml — routing to an operation,
 // authentication, the operation's roles, body limits, strict JSON and schema
 // validation. A handler therefore never sees a request the spec forbids or a
-// caller whose role the spec does not list.
+// caller whose role the spec does not list. The gate also answers retries
+// that carry an Idempotency-Key (idempotency.go).
 package httpx
 
 import (
@@ -60,6 +61,8 @@ type Config struct {
 	Metrics        *Metrics
 	MaxBodyBytes   int64
 	TrustedProxies []netip.Prefix
+	// Pool keeps the Idempotency-Key records (see idempotency.go).
+	Pool db.Beginner
 }
 
 type requestIDKey struct{}
@@ -196,12 +199,21 @@ func (cfg Config) serve(w *recorder, r *http.Request, next http.Handler) {
 		fail(p)
 		return
 	}
+	key, hasKey, p := idempotencyKey(r)
+	if p != nil && op.Idempotent {
+		fail(p)
+		return
+	}
 	if p := validate(r, op, cfg.Index.Doc, params, body); p != nil {
 		fail(p)
 		return
 	}
 	if body != nil {
 		r.Body = io.NopCloser(bytes.NewReader(body))
+	}
+	if hasKey && op.Idempotent {
+		cfg.serveIdempotent(w, r, op, key, body, next)
+		return
 	}
 	next.ServeHTTP(w, r)
 }
@@ -473,6 +485,9 @@ func (cfg Config) finish(rec *recorder, r *http.Request, start time.Time) {
 		slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000),
 		slog.String("remote", audit.RequestFrom(r.Context()).SourceIP),
 	}
+	if rec.idempotency != "" {
+		attrs = append(attrs, slog.String("idempotency", rec.idempotency))
+	}
 	if rec.caller.TenantID != uuid.Nil {
 		attrs = append(attrs,
 			slog.String("tenant_id", rec.caller.TenantID.String()),
@@ -501,6 +516,8 @@ type recorder struct {
 	procedure   string
 	failed      bool
 	caller      caller.Caller
+	// idempotency is what the Idempotency-Key decided (never the key).
+	idempotency string
 }
 
 // Flush lets streaming responses (gRPC) through.

@@ -37,6 +37,14 @@ const (
 	CodeInternal         = "internal"
 )
 
+// Codes of the Idempotency-Key header (docs/api/README.md#idempotency).
+const (
+	// CodeIdempotencyKeyInProgress: a request with the key is still running.
+	CodeIdempotencyKeyInProgress = "idempotency_key_in_progress"
+	// CodeIdempotencyKeyReused: the key was used for a different request.
+	CodeIdempotencyKeyReused = "idempotency_key_reused"
+)
+
 // Field names one failing part of a request.
 type Field struct {
 	Detail    string `json:"detail"`
