@@ -1639,7 +1639,7 @@ type ListAssetsParams struct {
 	// SeenBefore Last seen before.
 	SeenBefore *time.Time `form:"seen_before,omitempty" json:"seen_before,omitempty"`
 
-	// Q Text search on name, machine id, MAC and IP address (case-insensitive substring). Only for roles that see identifiers in full (tenant_admin, analyst): any other role gets `403 forbidden`, since what a search over MACs and addresses finds would tell what the redacted answer hides.
+	// Q Text search on name, machine id, MAC and IP address (case-insensitive substring). One whole MAC address finds the asset that owns it (exact, indexed). Only for roles that see identifiers in full (tenant_admin, analyst): any other role gets `403 forbidden`, since what a search over MACs and addresses finds would tell what the redacted answer hides.
 	Q *string `form:"q,omitempty" json:"q,omitempty"`
 }
 

@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -265,7 +267,13 @@ func (Store) List(ctx context.Context, tx pgx.Tx, f Filter) ([]Asset, error) {
 	if !f.SeenBefore.IsZero() {
 		q += " AND last_seen_at < " + arg(f.SeenBefore)
 	}
-	if f.Query != "" {
+	if mac, ok := NormalizeMAC(f.Query); ok {
+		// A whole MAC is looked up by its owner in asset_macs, by equality:
+		// row-level security keeps PostgreSQL from using an index for
+		// ILIKE (its operators are not leakproof), so the substring search
+		// below reads every asset of the tenant.
+		q += " AND id IN (SELECT asset_id FROM asset_macs WHERE mac = " + arg(mac) + ")"
+	} else if f.Query != "" {
 		p := arg("%" + escapeLike(f.Query) + "%")
 		q += fmt.Sprintf(` AND (name ILIKE %[1]s OR machine_id ILIKE %[1]s
 			OR EXISTS (SELECT 1 FROM unnest(addresses) x WHERE x ILIKE %[1]s)
@@ -314,6 +322,16 @@ func (Store) Timeline(ctx context.Context, tx pgx.Tx, assetID uuid.UUID, before 
 		e.At = e.At.UTC()
 		return e, err
 	})
+}
+
+// NormalizeMAC returns s as one complete EUI-48 address in the form assets
+// and observations store it (lowercase, colons), or false.
+func NormalizeMAC(s string) (string, bool) {
+	hw, err := net.ParseMAC(strings.TrimSpace(s))
+	if err != nil || len(hw) != 6 {
+		return "", false
+	}
+	return hw.String(), true
 }
 
 func escapeLike(s string) string {

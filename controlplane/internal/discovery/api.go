@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/edgeward/edgeward/controlplane/internal/api"
+	"github.com/edgeward/edgeward/controlplane/internal/assets"
 	"github.com/edgeward/edgeward/controlplane/internal/audit"
 	"github.com/edgeward/edgeward/controlplane/internal/caller"
 	"github.com/edgeward/edgeward/controlplane/internal/db"
@@ -321,13 +322,13 @@ func validatePolicy(in api.DiscoveryPolicyInput) (Policy, error) {
 		ptr := fmt.Sprintf("#/allowlist/%d/value", i)
 		switch rule.Type {
 		case "mac":
-			mac, ok := normalizeMAC(rule.Value)
+			mac, ok := assets.NormalizeMAC(rule.Value)
 			if !ok {
 				fields = append(fields, problem.Field{Pointer: ptr, Detail: "not a MAC address, such as 02:00:5e:10:00:01"})
 			}
 			rule.Value = mac
 		case "oui":
-			mac, ok := normalizeMAC(rule.Value + ":00:00:00")
+			mac, ok := assets.NormalizeMAC(rule.Value + ":00:00:00")
 			if !ok {
 				fields = append(fields, problem.Field{Pointer: ptr, Detail: "not an OUI prefix, such as 00:1b:63"})
 			}

@@ -94,7 +94,7 @@ func (in Ingest) Observe(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, col
 	type key struct{ mac, ip string }
 	seen := map[key]bool{}
 	for _, o := range obs {
-		mac, okMAC := normalizeMAC(o.MAC)
+		mac, okMAC := assets.NormalizeMAC(o.MAC)
 		ip, err := netip.ParseAddr(strings.TrimSpace(o.IP))
 		if !allowed || !okMAC || err != nil {
 			dropped++
@@ -223,7 +223,7 @@ func (in Ingest) record(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, col 
 func (in Ingest) ClaimHost(ctx context.Context, tx pgx.Tx, tenantID, hostAsset uuid.UUID, macs []string) error {
 	var norm []string
 	for _, m := range macs {
-		if mac, ok := normalizeMAC(m); ok && mac != "00:00:00:00:00:00" {
+		if mac, ok := assets.NormalizeMAC(m); ok && mac != "00:00:00:00:00:00" {
 			norm = append(norm, mac)
 		}
 	}

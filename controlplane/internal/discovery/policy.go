@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -123,15 +122,6 @@ func LoadPolicy(ctx context.Context, tx pgx.Tx, siteID uuid.UUID) (Policy, error
 		return p, fmt.Errorf("load discovery policy: %w", err)
 	}
 	return p, nil
-}
-
-// normalizeMAC returns a MAC in lowercase colon form, or false.
-func normalizeMAC(s string) (string, bool) {
-	hw, err := net.ParseMAC(strings.TrimSpace(s))
-	if err != nil || len(hw) != 6 {
-		return "", false
-	}
-	return hw.String(), true
 }
 
 // oui is the vendor prefix of a MAC (its first three octets).
