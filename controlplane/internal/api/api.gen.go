@@ -1370,12 +1370,15 @@ type Ticket struct {
 	Id          openapi_types.UUID   `json:"id"`
 
 	// Number The tenant's ticket number (1, 2, 3, ...).
-	Number    int64          `json:"number"`
-	Priority  TicketPriority `json:"priority"`
-	Status    TicketStatus   `json:"status"`
-	Title     string         `json:"title"`
-	UpdatedAt time.Time      `json:"updated_at"`
-	Version   int            `json:"version"`
+	Number   int64          `json:"number"`
+	Priority TicketPriority `json:"priority"`
+
+	// Redacted Whether MACs and addresses in the text are masked for the reader's role.
+	Redacted  bool         `json:"redacted"`
+	Status    TicketStatus `json:"status"`
+	Title     string       `json:"title"`
+	UpdatedAt time.Time    `json:"updated_at"`
+	Version   int          `json:"version"`
 }
 
 // TicketComment defines model for TicketComment.
@@ -1385,6 +1388,9 @@ type TicketComment struct {
 	Body       string             `json:"body"`
 	CreatedAt  time.Time          `json:"created_at"`
 	Id         openapi_types.UUID `json:"id"`
+
+	// Redacted Whether MACs and addresses in the text are masked for the reader's role.
+	Redacted bool `json:"redacted"`
 }
 
 // TicketCommentCreate defines model for TicketCommentCreate.

@@ -12,6 +12,7 @@ import (
 	"github.com/edgeward/edgeward/controlplane/internal/db"
 	"github.com/edgeward/edgeward/controlplane/internal/etag"
 	"github.com/edgeward/edgeward/controlplane/internal/page"
+	"github.com/edgeward/edgeward/controlplane/internal/redact"
 )
 
 // API serves the ticket operations of specs/openapi.yaml.
@@ -44,7 +45,11 @@ func (a *API) ListTickets(ctx context.Context, req api.ListTicketsRequestObject)
 		f.BeforeID = &cur.ID
 	}
 	var list []Ticket
+	var red *redact.Redactor
 	if err := db.InTenant(ctx, a.Pool, c.TenantID, func(tx pgx.Tx) error {
+		if red, err = redact.ForReader(ctx, tx, c.TenantID, c.Role); err != nil {
+			return err
+		}
 		list, err = List(ctx, tx, f)
 		return err
 	}); err != nil {
@@ -53,7 +58,7 @@ func (a *API) ListTickets(ctx context.Context, req api.ListTicketsRequestObject)
 	list, more := page.Trim(list, f.Limit)
 	out := api.ListTickets200JSONResponse{Items: make([]api.Ticket, 0, len(list))}
 	for _, t := range list {
-		out.Items = append(out.Items, t.toAPI())
+		out.Items = append(out.Items, t.toAPI(red))
 	}
 	if more {
 		out.NextCursor = page.Encode(idCursor{ID: list[len(list)-1].ID})
@@ -79,7 +84,7 @@ func (a *API) CreateTicket(ctx context.Context, req api.CreateTicketRequestObjec
 	}); err != nil {
 		return nil, err
 	}
-	return api.CreateTicket201JSONResponse{Body: t.toAPI(), Headers: api.CreateTicket201ResponseHeaders{ETag: t.etag()}}, nil
+	return api.CreateTicket201JSONResponse{Body: t.toAPI(nil), Headers: api.CreateTicket201ResponseHeaders{ETag: t.etag()}}, nil
 }
 
 // GetTicket implements GET /api/v1/tickets/{ticket_id}.
@@ -89,13 +94,17 @@ func (a *API) GetTicket(ctx context.Context, req api.GetTicketRequestObject) (ap
 		return nil, err
 	}
 	var t Ticket
+	var red *redact.Redactor
 	if err := db.InTenant(ctx, a.Pool, c.TenantID, func(tx pgx.Tx) error {
+		if red, err = redact.ForReader(ctx, tx, c.TenantID, c.Role); err != nil {
+			return err
+		}
 		t, err = Get(ctx, tx, req.TicketId)
 		return err
 	}); err != nil {
 		return nil, err
 	}
-	return api.GetTicket200JSONResponse{Body: t.toAPI(), Headers: api.GetTicket200ResponseHeaders{ETag: t.etag()}}, nil
+	return api.GetTicket200JSONResponse{Body: t.toAPI(red), Headers: api.GetTicket200ResponseHeaders{ETag: t.etag()}}, nil
 }
 
 // UpdateTicket implements PATCH /api/v1/tickets/{ticket_id}.
@@ -128,7 +137,7 @@ func (a *API) UpdateTicket(ctx context.Context, req api.UpdateTicketRequestObjec
 	}); err != nil {
 		return nil, err
 	}
-	return api.UpdateTicket200JSONResponse{Body: t.toAPI(), Headers: api.UpdateTicket200ResponseHeaders{ETag: t.etag()}}, nil
+	return api.UpdateTicket200JSONResponse{Body: t.toAPI(nil), Headers: api.UpdateTicket200ResponseHeaders{ETag: t.etag()}}, nil
 }
 
 // ListTicketComments implements GET /api/v1/tickets/{ticket_id}/comments.
@@ -146,7 +155,11 @@ func (a *API) ListTicketComments(ctx context.Context, req api.ListTicketComments
 		after = &cur.ID
 	}
 	var list []Comment
+	var red *redact.Redactor
 	if err := db.InTenant(ctx, a.Pool, c.TenantID, func(tx pgx.Tx) error {
+		if red, err = redact.ForReader(ctx, tx, c.TenantID, c.Role); err != nil {
+			return err
+		}
 		list, err = ListComments(ctx, tx, req.TicketId, after, limit)
 		return err
 	}); err != nil {
@@ -155,7 +168,7 @@ func (a *API) ListTicketComments(ctx context.Context, req api.ListTicketComments
 	list, more := page.Trim(list, limit)
 	out := api.ListTicketComments200JSONResponse{Items: make([]api.TicketComment, 0, len(list))}
 	for _, cm := range list {
-		out.Items = append(out.Items, cm.toAPI())
+		out.Items = append(out.Items, cm.toAPI(red))
 	}
 	if more {
 		out.NextCursor = page.Encode(idCursor{ID: list[len(list)-1].ID})
@@ -176,7 +189,7 @@ func (a *API) AddTicketComment(ctx context.Context, req api.AddTicketCommentRequ
 	}); err != nil {
 		return nil, err
 	}
-	return api.AddTicketComment201JSONResponse(cm.toAPI()), nil
+	return api.AddTicketComment201JSONResponse(cm.toAPI(nil)), nil
 }
 
 // ListTicketLinks implements GET /api/v1/tickets/{ticket_id}/links.
@@ -237,7 +250,7 @@ func (a *API) CreateTicketFromAlert(ctx context.Context, req api.CreateTicketFro
 	}); err != nil {
 		return nil, err
 	}
-	return api.CreateTicketFromAlert201JSONResponse{Body: t.toAPI(), Headers: api.CreateTicketFromAlert201ResponseHeaders{ETag: t.etag()}}, nil
+	return api.CreateTicketFromAlert201JSONResponse{Body: t.toAPI(nil), Headers: api.CreateTicketFromAlert201ResponseHeaders{ETag: t.etag()}}, nil
 }
 
 func (t Ticket) etag() *string {
@@ -245,7 +258,10 @@ func (t Ticket) etag() *string {
 	return &s
 }
 
-func (t Ticket) toAPI() api.Ticket {
+// toAPI is the ticket as a reader sees it; red (nil for roles that see
+// identifiers) masks the MACs and addresses in its text, such as the
+// default title of a ticket opened from an alert.
+func (t Ticket) toAPI(red *redact.Redactor) api.Ticket {
 	var createdBy *string
 	if t.CreatedBy != nil {
 		s := t.CreatedBy.String()
@@ -255,15 +271,23 @@ func (t Ticket) toAPI() api.Ticket {
 	if alertIDs == nil {
 		alertIDs = []uuid.UUID{}
 	}
+	title, description := t.Title, t.Description
+	if red != nil {
+		title, description = red.Text(title), red.Text(description)
+	}
 	return api.Ticket{
-		Id: t.ID, Number: t.Number, Title: t.Title, Description: t.Description, Status: api.TicketStatus(t.Status),
+		Id: t.ID, Number: t.Number, Title: title, Description: description, Status: api.TicketStatus(t.Status), Redacted: red != nil,
 		Priority: api.TicketPriority(t.Priority), AssigneeId: t.AssigneeID, CreatedBy: createdBy, CreatedAt: t.CreatedAt,
 		UpdatedAt: t.UpdatedAt, Version: t.Version, AlertIds: alertIDs,
 	}
 }
 
-func (c Comment) toAPI() api.TicketComment {
-	return api.TicketComment{Id: c.ID, Body: c.Body, AuthorId: c.AuthorID, AuthorName: c.AuthorName, CreatedAt: c.CreatedAt}
+func (c Comment) toAPI(red *redact.Redactor) api.TicketComment {
+	body := c.Body
+	if red != nil {
+		body = red.Text(body)
+	}
+	return api.TicketComment{Id: c.ID, Body: body, AuthorId: c.AuthorID, AuthorName: c.AuthorName, CreatedAt: c.CreatedAt, Redacted: red != nil}
 }
 
 func (l Link) toAPI() api.TicketLink {
