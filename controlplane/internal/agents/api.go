@@ -14,6 +14,7 @@ import (
 	"github.com/edgeward/edgeward/controlplane/internal/api"
 	"github.com/edgeward/edgeward/controlplane/internal/assets"
 	"github.com/edgeward/edgeward/controlplane/internal/audit"
+	"github.com/edgeward/edgeward/controlplane/internal/outbox"
 	"github.com/edgeward/edgeward/controlplane/internal/caller"
 	"github.com/edgeward/edgeward/controlplane/internal/db"
 	"github.com/edgeward/edgeward/controlplane/internal/discovery"
@@ -200,6 +201,10 @@ func (s *Service) RevokeAgent(ctx context.Context, req api.RevokeAgentRequestObj
 				return err
 			}
 			if err := audit.Record(ctx, tx, c.TenantID, audit.Entry{Action: "agent.revoked", TargetType: "agent", TargetID: req.AgentId.String(), Details: details}); err != nil {
+				return err
+			}
+			if err := outbox.Publish(ctx, tx, c.TenantID, outbox.Event{Type: "agent.revoked", AggregateType: "agent", AggregateID: req.AgentId,
+				Payload: map[string]any{"agent_id": req.AgentId, "asset_id": assetID, "hostname": hostname, "reason": reason}}); err != nil {
 				return err
 			}
 			if err := notifyIdentityChanged(ctx, tx, req.AgentId); err != nil {

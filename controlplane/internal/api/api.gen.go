@@ -142,19 +142,19 @@ func (e ApiTokenStatus) Valid() bool {
 
 // Defines values for AssetAuthorizationBasis.
 const (
-	AgentHost AssetAuthorizationBasis = "agent_host"
-	Allowlist AssetAuthorizationBasis = "allowlist"
-	Manual    AssetAuthorizationBasis = "manual"
+	AssetAuthorizationBasisAgentHost AssetAuthorizationBasis = "agent_host"
+	AssetAuthorizationBasisAllowlist AssetAuthorizationBasis = "allowlist"
+	AssetAuthorizationBasisManual    AssetAuthorizationBasis = "manual"
 )
 
 // Valid indicates whether the value is a known member of the AssetAuthorizationBasis enum.
 func (e AssetAuthorizationBasis) Valid() bool {
 	switch e {
-	case AgentHost:
+	case AssetAuthorizationBasisAgentHost:
 		return true
-	case Allowlist:
+	case AssetAuthorizationBasisAllowlist:
 		return true
-	case Manual:
+	case AssetAuthorizationBasisManual:
 		return true
 	default:
 		return false
@@ -302,6 +302,165 @@ func (e CommandType) Valid() bool {
 	case RotateCertificate:
 		return true
 	case RunDiscovery:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for DeliveryAttemptTrigger.
+const (
+	DeliveryAttemptTriggerManual    DeliveryAttemptTrigger = "manual"
+	DeliveryAttemptTriggerScheduled DeliveryAttemptTrigger = "scheduled"
+)
+
+// Valid indicates whether the value is a known member of the DeliveryAttemptTrigger enum.
+func (e DeliveryAttemptTrigger) Valid() bool {
+	switch e {
+	case DeliveryAttemptTriggerManual:
+		return true
+	case DeliveryAttemptTriggerScheduled:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for DeliveryDestinationState.
+const (
+	DeliveryDestinationStateActive   DeliveryDestinationState = "active"
+	DeliveryDestinationStateDisabled DeliveryDestinationState = "disabled"
+)
+
+// Valid indicates whether the value is a known member of the DeliveryDestinationState enum.
+func (e DeliveryDestinationState) Valid() bool {
+	switch e {
+	case DeliveryDestinationStateActive:
+		return true
+	case DeliveryDestinationStateDisabled:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for DeliveryDisabledReason.
+const (
+	DisabledByUser DeliveryDisabledReason = "disabled_by_user"
+	EndpointGone   DeliveryDisabledReason = "endpoint_gone"
+	Failing        DeliveryDisabledReason = "failing"
+)
+
+// Valid indicates whether the value is a known member of the DeliveryDisabledReason enum.
+func (e DeliveryDisabledReason) Valid() bool {
+	switch e {
+	case DisabledByUser:
+		return true
+	case EndpointGone:
+		return true
+	case Failing:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for DeliveryErrorClass.
+const (
+	BlockedAddress DeliveryErrorClass = "blocked_address"
+	Connection     DeliveryErrorClass = "connection"
+	Dns            DeliveryErrorClass = "dns"
+	HttpStatus     DeliveryErrorClass = "http_status"
+	InvalidRequest DeliveryErrorClass = "invalid_request"
+	Redirect       DeliveryErrorClass = "redirect"
+	Timeout        DeliveryErrorClass = "timeout"
+	Tls            DeliveryErrorClass = "tls"
+)
+
+// Valid indicates whether the value is a known member of the DeliveryErrorClass enum.
+func (e DeliveryErrorClass) Valid() bool {
+	switch e {
+	case BlockedAddress:
+		return true
+	case Connection:
+		return true
+	case Dns:
+		return true
+	case HttpStatus:
+		return true
+	case InvalidRequest:
+		return true
+	case Redirect:
+		return true
+	case Timeout:
+		return true
+	case Tls:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for DeliveryEventType.
+const (
+	AgentRevoked                DeliveryEventType = "agent.revoked"
+	AlertRaised                 DeliveryEventType = "alert.raised"
+	AlertResolved               DeliveryEventType = "alert.resolved"
+	AlertUpdated                DeliveryEventType = "alert.updated"
+	AssetAuthorized             DeliveryEventType = "asset.authorized"
+	AssetUnauthorized           DeliveryEventType = "asset.unauthorized"
+	DeliveryDestinationDisabled DeliveryEventType = "delivery_destination.disabled"
+	TicketCreated               DeliveryEventType = "ticket.created"
+	TicketUpdated               DeliveryEventType = "ticket.updated"
+)
+
+// Valid indicates whether the value is a known member of the DeliveryEventType enum.
+func (e DeliveryEventType) Valid() bool {
+	switch e {
+	case AgentRevoked:
+		return true
+	case AlertRaised:
+		return true
+	case AlertResolved:
+		return true
+	case AlertUpdated:
+		return true
+	case AssetAuthorized:
+		return true
+	case AssetUnauthorized:
+		return true
+	case DeliveryDestinationDisabled:
+		return true
+	case TicketCreated:
+		return true
+	case TicketUpdated:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for DeliveryStatus.
+const (
+	DeliveryStatusCancelled DeliveryStatus = "cancelled"
+	DeliveryStatusFailed    DeliveryStatus = "failed"
+	DeliveryStatusPending   DeliveryStatus = "pending"
+	DeliveryStatusRetrying  DeliveryStatus = "retrying"
+	DeliveryStatusSucceeded DeliveryStatus = "succeeded"
+)
+
+// Valid indicates whether the value is a known member of the DeliveryStatus enum.
+func (e DeliveryStatus) Valid() bool {
+	switch e {
+	case DeliveryStatusCancelled:
+		return true
+	case DeliveryStatusFailed:
+		return true
+	case DeliveryStatusPending:
+		return true
+	case DeliveryStatusRetrying:
+		return true
+	case DeliveryStatusSucceeded:
 		return true
 	default:
 		return false
@@ -970,6 +1129,191 @@ type CommandStatus string
 // CommandType defines model for CommandType.
 type CommandType string
 
+// Delivery defines model for Delivery.
+type Delivery struct {
+	AttemptCount   int                 `json:"attempt_count"`
+	CompletedAt    *time.Time          `json:"completed_at"`
+	CreatedAt      time.Time           `json:"created_at"`
+	DestinationId  openapi_types.UUID  `json:"destination_id"`
+	Event          DeliveryEvent       `json:"event"`
+	Id             openapi_types.UUID  `json:"id"`
+	LastAttemptAt  *time.Time          `json:"last_attempt_at"`
+	LastErrorClass *DeliveryErrorClass `json:"last_error_class"`
+	LastStatusCode *int                `json:"last_status_code"`
+	NextRetryAt    *time.Time          `json:"next_retry_at"`
+
+	// Status `pending`: no attempt yet. `retrying`: attempts failed and another is scheduled at `next_retry_at`. `succeeded`: a receiver answered 2xx. `failed`: the schedule is exhausted or the receiver answered 410. `cancelled`: the destination was disabled or deleted first.
+	Status    DeliveryStatus `json:"status"`
+	UpdatedAt time.Time      `json:"updated_at"`
+
+	// WebhookId The `webhook-id` header the receiver sees; the same on every attempt.
+	WebhookId string `json:"webhook_id"`
+}
+
+// DeliveryAttempt defines model for DeliveryAttempt.
+type DeliveryAttempt struct {
+	// Attempt 1 for the first attempt.
+	Attempt    int                `json:"attempt"`
+	DeliveryId openapi_types.UUID `json:"delivery_id"`
+	DurationMs int                `json:"duration_ms"`
+	EndedAt    time.Time          `json:"ended_at"`
+
+	// Error A short description of the failure.
+	Error      *string             `json:"error"`
+	ErrorClass *DeliveryErrorClass `json:"error_class"`
+	Id         openapi_types.UUID  `json:"id"`
+
+	// ResponseBody At most 4 KiB of what the receiver answered.
+	ResponseBody      *string `json:"response_body"`
+	ResponseTruncated bool    `json:"response_truncated"`
+
+	// RetryAfterSeconds The receiver's Retry-After (on 429 and 503), honoured for the next attempt.
+	RetryAfterSeconds *int                   `json:"retry_after_seconds"`
+	StartedAt         time.Time              `json:"started_at"`
+	StatusCode        *int                   `json:"status_code"`
+	Trigger           DeliveryAttemptTrigger `json:"trigger"`
+}
+
+// DeliveryAttemptTrigger defines model for DeliveryAttempt.Trigger.
+type DeliveryAttemptTrigger string
+
+// DeliveryAttemptList defines model for DeliveryAttemptList.
+type DeliveryAttemptList struct {
+	Items      []DeliveryAttempt `json:"items"`
+	NextCursor *string           `json:"next_cursor"`
+}
+
+// DeliveryAuthHeader defines model for DeliveryAuthHeader.
+type DeliveryAuthHeader struct {
+	// Configured Always true; the value is stored sealed and never shown.
+	Configured bool `json:"configured"`
+
+	// Name The header's name, e.g. Authorization.
+	Name string `json:"name"`
+}
+
+// DeliveryAuthHeaderSet defines model for DeliveryAuthHeaderSet.
+type DeliveryAuthHeaderSet struct {
+	// Name A header name other than the ones the wire format owns (webhook-*, Content-Type, Content-Length, Host, User-Agent).
+	Name string `json:"name"`
+
+	// Value Stored sealed with the deployment's key; never returned.
+	Value *string `json:"value,omitempty"`
+}
+
+// DeliveryDestination defines model for DeliveryDestination.
+type DeliveryDestination struct {
+	AuthHeader     *DeliveryAuthHeader       `json:"auth_header"`
+	CreatedAt      time.Time                 `json:"created_at"`
+	DisabledAt     *time.Time                `json:"disabled_at"`
+	DisabledReason *DeliveryDisabledReason   `json:"disabled_reason"`
+	Enabled        bool                      `json:"enabled"`
+	EventTypes     []DeliveryEventType       `json:"event_types"`
+	Health         DeliveryDestinationHealth `json:"health"`
+	Id             openapi_types.UUID        `json:"id"`
+	Name           string                    `json:"name"`
+
+	// PreviousSecretExpiresAt While set and in the future, requests are signed with the current and the previous secret.
+	PreviousSecretExpiresAt *time.Time               `json:"previous_secret_expires_at"`
+	State                   DeliveryDestinationState `json:"state"`
+	UpdatedAt               time.Time                `json:"updated_at"`
+	Url                     string                   `json:"url"`
+	Version                 int                      `json:"version"`
+}
+
+// DeliveryDestinationCreate defines model for DeliveryDestinationCreate.
+type DeliveryDestinationCreate struct {
+	AuthHeader *DeliveryAuthHeaderSet `json:"auth_header,omitempty"`
+
+	// Enabled Default true.
+	Enabled    *bool               `json:"enabled,omitempty"`
+	EventTypes []DeliveryEventType `json:"event_types"`
+	Name       string              `json:"name"`
+
+	// Url An https URL. No user info (it would show in reads).
+	Url string `json:"url"`
+}
+
+// DeliveryDestinationCreated defines model for DeliveryDestinationCreated.
+type DeliveryDestinationCreated struct {
+	Destination DeliveryDestination `json:"destination"`
+
+	// Secret The signing secret (`whsec_` + base64 of 32 bytes). Shown once.
+	Secret string `json:"secret"`
+}
+
+// DeliveryDestinationHealth defines model for DeliveryDestinationHealth.
+type DeliveryDestinationHealth struct {
+	ConsecutiveFailures int `json:"consecutive_failures"`
+
+	// FailingSince The first failed attempt since the last success; null while healthy.
+	FailingSince  *time.Time `json:"failing_since"`
+	LastFailureAt *time.Time `json:"last_failure_at"`
+	LastSuccessAt *time.Time `json:"last_success_at"`
+
+	// PendingDeliveries Deliveries still pending or retrying.
+	PendingDeliveries int `json:"pending_deliveries"`
+}
+
+// DeliveryDestinationList defines model for DeliveryDestinationList.
+type DeliveryDestinationList struct {
+	Items      []DeliveryDestination `json:"items"`
+	NextCursor *string               `json:"next_cursor"`
+}
+
+// DeliveryDestinationPatch defines model for DeliveryDestinationPatch.
+type DeliveryDestinationPatch struct {
+	// AuthHeader A new extra header, or null to remove it.
+	AuthHeader nullable.Nullable[DeliveryAuthHeaderSet] `json:"auth_header,omitempty"`
+	Enabled    *bool                                    `json:"enabled,omitempty"`
+	EventTypes *[]DeliveryEventType                     `json:"event_types,omitempty"`
+	Name       *string                                  `json:"name,omitempty"`
+	Url        *string                                  `json:"url,omitempty"`
+}
+
+// DeliveryDestinationState defines model for DeliveryDestinationState.
+type DeliveryDestinationState string
+
+// DeliveryDisabledReason `disabled_by_user`: a tenant_admin set `enabled: false`. `endpoint_gone`: the receiver answered 410 Gone. `failing`: every attempt failed for the deployment's disable span (default 5 days).
+type DeliveryDisabledReason string
+
+// DeliveryErrorClass Why an attempt failed. `http_status`: the receiver answered, not 2xx. `redirect`: it answered 3xx (redirects are not followed). `blocked_address`: the host resolved to an address the SSRF guard refuses. `dns`, `connection`, `timeout`, `tls`: the request did not get an answer. `invalid_request`: the delivery could not be sent as configured.
+type DeliveryErrorClass string
+
+// DeliveryEvent defines model for DeliveryEvent.
+type DeliveryEvent struct {
+	AggregateId openapi_types.UUID `json:"aggregate_id"`
+
+	// AggregateType What the event is about (alert, ticket, agent, asset, delivery_destination).
+	AggregateType string             `json:"aggregate_type"`
+	CreatedAt     time.Time          `json:"created_at"`
+	Id            openapi_types.UUID `json:"id"`
+
+	// Type A domain event a destination can subscribe to. `delivery_destination.disabled` is sent (to other destinations) when a destination is disabled because its endpoint is gone or has failed for the whole disable span.
+	Type DeliveryEventType `json:"type"`
+}
+
+// DeliveryEventType A domain event a destination can subscribe to. `delivery_destination.disabled` is sent (to other destinations) when a destination is disabled because its endpoint is gone or has failed for the whole disable span.
+type DeliveryEventType string
+
+// DeliveryList defines model for DeliveryList.
+type DeliveryList struct {
+	Items      []Delivery `json:"items"`
+	NextCursor *string    `json:"next_cursor"`
+}
+
+// DeliverySecret defines model for DeliverySecret.
+type DeliverySecret struct {
+	// PreviousSecretExpiresAt Until then requests also carry a signature by the previous secret.
+	PreviousSecretExpiresAt time.Time `json:"previous_secret_expires_at"`
+
+	// Secret The new signing secret. Shown once.
+	Secret string `json:"secret"`
+}
+
+// DeliveryStatus `pending`: no attempt yet. `retrying`: attempts failed and another is scheduled at `next_retry_at`. `succeeded`: a receiver answered 2xx. `failed`: the schedule is exhausted or the receiver answered 410. `cancelled`: the destination was disabled or deleted first.
+type DeliveryStatus string
+
 // DiscoveryAuthorization defines model for DiscoveryAuthorization.
 type DiscoveryAuthorization struct {
 	DecidedAt time.Time            `json:"decided_at"`
@@ -1481,6 +1825,12 @@ type AssetId = openapi_types.UUID
 // Cursor defines model for Cursor.
 type Cursor = string
 
+// DeliveryId defines model for DeliveryId.
+type DeliveryId = openapi_types.UUID
+
+// DestinationId defines model for DestinationId.
+type DestinationId = openapi_types.UUID
+
 // EnrollmentTokenId defines model for EnrollmentTokenId.
 type EnrollmentTokenId = openapi_types.UUID
 
@@ -1709,6 +2059,54 @@ type ListCollectorsParams struct {
 	SiteId *openapi_types.UUID `form:"site_id,omitempty" json:"site_id,omitempty"`
 }
 
+// ListDeliveriesParams defines parameters for ListDeliveries.
+type ListDeliveriesParams struct {
+	// Limit Page size (default 50).
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor The `next_cursor` of the previous page.
+	Cursor        *Cursor             `form:"cursor,omitempty" json:"cursor,omitempty"`
+	Status        *DeliveryStatus     `form:"status,omitempty" json:"status,omitempty"`
+	DestinationId *openapi_types.UUID `form:"destination_id,omitempty" json:"destination_id,omitempty"`
+	EventType     *DeliveryEventType  `form:"event_type,omitempty" json:"event_type,omitempty"`
+
+	// Since Only deliveries created at or after this time.
+	Since *time.Time `form:"since,omitempty" json:"since,omitempty"`
+
+	// Until Only deliveries created before this time.
+	Until *time.Time `form:"until,omitempty" json:"until,omitempty"`
+}
+
+// ListDeliveryAttemptsParams defines parameters for ListDeliveryAttempts.
+type ListDeliveryAttemptsParams struct {
+	// Limit Page size (default 50).
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor The `next_cursor` of the previous page.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
+// RetryDeliveryParams defines parameters for RetryDelivery.
+type RetryDeliveryParams struct {
+	// IdempotencyKey Makes a retry safe. A key the client makes up for one request (1-255 printable ASCII characters; a UUID is a good key). The first request with a key runs; its final response (any status below 500) is kept for 24 hours, and a retry by the same principal with the same key and the same request (operation, path, JSON body in any key order) gets it again (status, body, `ETag`) with `Idempotent-Replayed: true`, changing nothing. The key with a different request is `422 idempotency_key_reused`. While the first request runs, a retry is `409 idempotency_key_in_progress` with `Retry-After`; an attempt unfinished after 60 seconds is taken to have died, and the retry runs. A 5xx is not kept. Operations that return a secret (createApiToken, createEnrollmentToken) take no key.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// ListDeliveryDestinationsParams defines parameters for ListDeliveryDestinations.
+type ListDeliveryDestinationsParams struct {
+	// Limit Page size (default 50).
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor The `next_cursor` of the previous page.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
+// UpdateDeliveryDestinationParams defines parameters for UpdateDeliveryDestination.
+type UpdateDeliveryDestinationParams struct {
+	// IfMatch The `ETag` of the version this change is based on (required; 428 without it).
+	IfMatch *IfMatch `json:"If-Match,omitempty"`
+}
+
 // ListDiscoveryAuthorizationsParams defines parameters for ListDiscoveryAuthorizations.
 type ListDiscoveryAuthorizationsParams struct {
 	// Limit Page size (default 50).
@@ -1867,6 +2265,12 @@ type AuthorizeAssetJSONRequestBody = AuthorizationChange
 // UnauthorizeAssetJSONRequestBody defines body for UnauthorizeAsset for application/json ContentType.
 type UnauthorizeAssetJSONRequestBody = AuthorizationChange
 
+// CreateDeliveryDestinationJSONRequestBody defines body for CreateDeliveryDestination for application/json ContentType.
+type CreateDeliveryDestinationJSONRequestBody = DeliveryDestinationCreate
+
+// UpdateDeliveryDestinationJSONRequestBody defines body for UpdateDeliveryDestination for application/json ContentType.
+type UpdateDeliveryDestinationJSONRequestBody = DeliveryDestinationPatch
+
 // RequestDiscoveryAuthorizationJSONRequestBody defines body for RequestDiscoveryAuthorization for application/json ContentType.
 type RequestDiscoveryAuthorizationJSONRequestBody = DiscoveryAuthorizationRequest
 
@@ -1986,6 +2390,36 @@ type ServerInterface interface {
 	// GetCommand Get a command
 	// (GET /api/v1/commands/{command_id})
 	GetCommand(w http.ResponseWriter, r *http.Request, commandId openapi_types.UUID)
+	// ListDeliveries List webhook deliveries
+	// (GET /api/v1/deliveries)
+	ListDeliveries(w http.ResponseWriter, r *http.Request, params ListDeliveriesParams)
+	// GetDelivery Get a webhook delivery
+	// (GET /api/v1/deliveries/{delivery_id})
+	GetDelivery(w http.ResponseWriter, r *http.Request, deliveryId DeliveryId)
+	// ListDeliveryAttempts A delivery's attempts
+	// (GET /api/v1/deliveries/{delivery_id}/attempts)
+	ListDeliveryAttempts(w http.ResponseWriter, r *http.Request, deliveryId DeliveryId, params ListDeliveryAttemptsParams)
+	// RetryDelivery Attempt a delivery again now
+	// (POST /api/v1/deliveries/{delivery_id}/retry)
+	RetryDelivery(w http.ResponseWriter, r *http.Request, deliveryId DeliveryId, params RetryDeliveryParams)
+	// ListDeliveryDestinations List webhook destinations
+	// (GET /api/v1/delivery-destinations)
+	ListDeliveryDestinations(w http.ResponseWriter, r *http.Request, params ListDeliveryDestinationsParams)
+	// CreateDeliveryDestination Add a webhook destination
+	// (POST /api/v1/delivery-destinations)
+	CreateDeliveryDestination(w http.ResponseWriter, r *http.Request)
+	// DeleteDeliveryDestination Delete a webhook destination
+	// (DELETE /api/v1/delivery-destinations/{destination_id})
+	DeleteDeliveryDestination(w http.ResponseWriter, r *http.Request, destinationId DestinationId)
+	// GetDeliveryDestination Get a webhook destination
+	// (GET /api/v1/delivery-destinations/{destination_id})
+	GetDeliveryDestination(w http.ResponseWriter, r *http.Request, destinationId DestinationId)
+	// UpdateDeliveryDestination Change a webhook destination
+	// (PATCH /api/v1/delivery-destinations/{destination_id})
+	UpdateDeliveryDestination(w http.ResponseWriter, r *http.Request, destinationId DestinationId, params UpdateDeliveryDestinationParams)
+	// RotateDeliveryDestinationSecret Rotate a destination's signing secret
+	// (POST /api/v1/delivery-destinations/{destination_id}/rotate-secret)
+	RotateDeliveryDestinationSecret(w http.ResponseWriter, r *http.Request, destinationId DestinationId)
 	// ListDiscoveryAuthorizations List discovery authorization decisions
 	// (GET /api/v1/discovery/authorizations)
 	ListDiscoveryAuthorizations(w http.ResponseWriter, r *http.Request, params ListDiscoveryAuthorizationsParams)
@@ -3486,6 +3920,436 @@ func (siw *ServerInterfaceWrapper) GetCommand(w http.ResponseWriter, r *http.Req
 	handler.ServeHTTP(w, r)
 }
 
+// ListDeliveries operation middleware
+func (siw *ServerInterfaceWrapper) ListDeliveries(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListDeliveriesParams
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", r.URL.Query(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "cursor"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cursor", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "status" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "status", r.URL.Query(), &params.Status, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "status"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "status", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "destination_id" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "destination_id", r.URL.Query(), &params.DestinationId, runtime.BindQueryParameterOptions{Type: "string", Format: "uuid"})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "destination_id"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "destination_id", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "event_type" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "event_type", r.URL.Query(), &params.EventType, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "event_type"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "event_type", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "since" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "since", r.URL.Query(), &params.Since, runtime.BindQueryParameterOptions{Type: "string", Format: "date-time"})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "since"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "since", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "until" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "until", r.URL.Query(), &params.Until, runtime.BindQueryParameterOptions{Type: "string", Format: "date-time"})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "until"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "until", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListDeliveries(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetDelivery operation middleware
+func (siw *ServerInterfaceWrapper) GetDelivery(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "delivery_id" -------------
+	var deliveryId DeliveryId
+
+	err = runtime.BindStyledParameterWithOptions("simple", "delivery_id", r.PathValue("delivery_id"), &deliveryId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "delivery_id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetDelivery(w, r, deliveryId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// ListDeliveryAttempts operation middleware
+func (siw *ServerInterfaceWrapper) ListDeliveryAttempts(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "delivery_id" -------------
+	var deliveryId DeliveryId
+
+	err = runtime.BindStyledParameterWithOptions("simple", "delivery_id", r.PathValue("delivery_id"), &deliveryId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "delivery_id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListDeliveryAttemptsParams
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", r.URL.Query(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "cursor"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cursor", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListDeliveryAttempts(w, r, deliveryId, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// RetryDelivery operation middleware
+func (siw *ServerInterfaceWrapper) RetryDelivery(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "delivery_id" -------------
+	var deliveryId DeliveryId
+
+	err = runtime.BindStyledParameterWithOptions("simple", "delivery_id", r.PathValue("delivery_id"), &deliveryId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "delivery_id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params RetryDeliveryParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "Idempotency-Key", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "Idempotency-Key", Err: err})
+			return
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.RetryDelivery(w, r, deliveryId, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// ListDeliveryDestinations operation middleware
+func (siw *ServerInterfaceWrapper) ListDeliveryDestinations(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListDeliveryDestinationsParams
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", r.URL.Query(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "cursor"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cursor", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListDeliveryDestinations(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// CreateDeliveryDestination operation middleware
+func (siw *ServerInterfaceWrapper) CreateDeliveryDestination(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.CreateDeliveryDestination(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// DeleteDeliveryDestination operation middleware
+func (siw *ServerInterfaceWrapper) DeleteDeliveryDestination(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "destination_id" -------------
+	var destinationId DestinationId
+
+	err = runtime.BindStyledParameterWithOptions("simple", "destination_id", r.PathValue("destination_id"), &destinationId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "destination_id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.DeleteDeliveryDestination(w, r, destinationId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetDeliveryDestination operation middleware
+func (siw *ServerInterfaceWrapper) GetDeliveryDestination(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "destination_id" -------------
+	var destinationId DestinationId
+
+	err = runtime.BindStyledParameterWithOptions("simple", "destination_id", r.PathValue("destination_id"), &destinationId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "destination_id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetDeliveryDestination(w, r, destinationId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// UpdateDeliveryDestination operation middleware
+func (siw *ServerInterfaceWrapper) UpdateDeliveryDestination(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "destination_id" -------------
+	var destinationId DestinationId
+
+	err = runtime.BindStyledParameterWithOptions("simple", "destination_id", r.PathValue("destination_id"), &destinationId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "destination_id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params UpdateDeliveryDestinationParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "If-Match" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("If-Match")]; found {
+		var IfMatch IfMatch
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "If-Match", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "If-Match", valueList[0], &IfMatch, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "If-Match", Err: err})
+			return
+		}
+
+		params.IfMatch = &IfMatch
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.UpdateDeliveryDestination(w, r, destinationId, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// RotateDeliveryDestinationSecret operation middleware
+func (siw *ServerInterfaceWrapper) RotateDeliveryDestinationSecret(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "destination_id" -------------
+	var destinationId DestinationId
+
+	err = runtime.BindStyledParameterWithOptions("simple", "destination_id", r.PathValue("destination_id"), &destinationId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "destination_id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.RotateDeliveryDestinationSecret(w, r, destinationId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // ListDiscoveryAuthorizations operation middleware
 func (siw *ServerInterfaceWrapper) ListDiscoveryAuthorizations(w http.ResponseWriter, r *http.Request) {
 
@@ -4742,6 +5606,16 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/agents/{agent_id}/commands", wrapper.ListAgentCommands)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/agents/{agent_id}/commands", wrapper.QueueAgentCommand)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/commands/{command_id}", wrapper.GetCommand)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/delivery-destinations", wrapper.ListDeliveryDestinations)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/delivery-destinations", wrapper.CreateDeliveryDestination)
+	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/api/v1/delivery-destinations/{destination_id}", wrapper.DeleteDeliveryDestination)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/delivery-destinations/{destination_id}", wrapper.GetDeliveryDestination)
+	m.HandleFunc(http.MethodPatch+" "+options.BaseURL+"/api/v1/delivery-destinations/{destination_id}", wrapper.UpdateDeliveryDestination)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/delivery-destinations/{destination_id}/rotate-secret", wrapper.RotateDeliveryDestinationSecret)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/deliveries", wrapper.ListDeliveries)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/deliveries/{delivery_id}", wrapper.GetDelivery)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/deliveries/{delivery_id}/attempts", wrapper.ListDeliveryAttempts)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/deliveries/{delivery_id}/retry", wrapper.RetryDelivery)
 
 	return m
 }
@@ -8292,6 +9166,1176 @@ func (response GetCommanddefaultApplicationProblemPlusJSONResponse) VisitGetComm
 	return err
 }
 
+type ListDeliveriesRequestObject struct {
+	Params ListDeliveriesParams
+}
+
+type ListDeliveriesResponseObject interface {
+	VisitListDeliveriesResponse(w http.ResponseWriter) error
+}
+
+type ListDeliveries200JSONResponse DeliveryList
+
+func (response ListDeliveries200JSONResponse) VisitListDeliveriesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListDeliveries400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ListDeliveries400ApplicationProblemPlusJSONResponse) VisitListDeliveriesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListDeliveries401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListDeliveries401ApplicationProblemPlusJSONResponse) VisitListDeliveriesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListDeliveries403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response ListDeliveries403ApplicationProblemPlusJSONResponse) VisitListDeliveriesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListDeliveriesdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListDeliveriesdefaultApplicationProblemPlusJSONResponse) VisitListDeliveriesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDeliveryRequestObject struct {
+	DeliveryId DeliveryId `json:"delivery_id"`
+}
+
+type GetDeliveryResponseObject interface {
+	VisitGetDeliveryResponse(w http.ResponseWriter) error
+}
+
+type GetDelivery200JSONResponse Delivery
+
+func (response GetDelivery200JSONResponse) VisitGetDeliveryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDelivery400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response GetDelivery400ApplicationProblemPlusJSONResponse) VisitGetDeliveryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDelivery401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response GetDelivery401ApplicationProblemPlusJSONResponse) VisitGetDeliveryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDelivery403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response GetDelivery403ApplicationProblemPlusJSONResponse) VisitGetDeliveryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDelivery404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response GetDelivery404ApplicationProblemPlusJSONResponse) VisitGetDeliveryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDeliverydefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetDeliverydefaultApplicationProblemPlusJSONResponse) VisitGetDeliveryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListDeliveryAttemptsRequestObject struct {
+	DeliveryId DeliveryId `json:"delivery_id"`
+	Params     ListDeliveryAttemptsParams
+}
+
+type ListDeliveryAttemptsResponseObject interface {
+	VisitListDeliveryAttemptsResponse(w http.ResponseWriter) error
+}
+
+type ListDeliveryAttempts200JSONResponse DeliveryAttemptList
+
+func (response ListDeliveryAttempts200JSONResponse) VisitListDeliveryAttemptsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListDeliveryAttempts400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ListDeliveryAttempts400ApplicationProblemPlusJSONResponse) VisitListDeliveryAttemptsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListDeliveryAttempts401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListDeliveryAttempts401ApplicationProblemPlusJSONResponse) VisitListDeliveryAttemptsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListDeliveryAttempts403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response ListDeliveryAttempts403ApplicationProblemPlusJSONResponse) VisitListDeliveryAttemptsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListDeliveryAttempts404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response ListDeliveryAttempts404ApplicationProblemPlusJSONResponse) VisitListDeliveryAttemptsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListDeliveryAttemptsdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListDeliveryAttemptsdefaultApplicationProblemPlusJSONResponse) VisitListDeliveryAttemptsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RetryDeliveryRequestObject struct {
+	DeliveryId DeliveryId `json:"delivery_id"`
+	Params     RetryDeliveryParams
+}
+
+type RetryDeliveryResponseObject interface {
+	VisitRetryDeliveryResponse(w http.ResponseWriter) error
+}
+
+type RetryDelivery202JSONResponse Delivery
+
+func (response RetryDelivery202JSONResponse) VisitRetryDeliveryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(202)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RetryDelivery400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response RetryDelivery400ApplicationProblemPlusJSONResponse) VisitRetryDeliveryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RetryDelivery401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response RetryDelivery401ApplicationProblemPlusJSONResponse) VisitRetryDeliveryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RetryDelivery403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response RetryDelivery403ApplicationProblemPlusJSONResponse) VisitRetryDeliveryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RetryDelivery404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response RetryDelivery404ApplicationProblemPlusJSONResponse) VisitRetryDeliveryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RetryDelivery409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response RetryDelivery409ApplicationProblemPlusJSONResponse) VisitRetryDeliveryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RetryDelivery422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response RetryDelivery422ApplicationProblemPlusJSONResponse) VisitRetryDeliveryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RetryDeliverydefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response RetryDeliverydefaultApplicationProblemPlusJSONResponse) VisitRetryDeliveryResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListDeliveryDestinationsRequestObject struct {
+	Params ListDeliveryDestinationsParams
+}
+
+type ListDeliveryDestinationsResponseObject interface {
+	VisitListDeliveryDestinationsResponse(w http.ResponseWriter) error
+}
+
+type ListDeliveryDestinations200JSONResponse DeliveryDestinationList
+
+func (response ListDeliveryDestinations200JSONResponse) VisitListDeliveryDestinationsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListDeliveryDestinations400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ListDeliveryDestinations400ApplicationProblemPlusJSONResponse) VisitListDeliveryDestinationsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListDeliveryDestinations401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListDeliveryDestinations401ApplicationProblemPlusJSONResponse) VisitListDeliveryDestinationsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListDeliveryDestinations403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response ListDeliveryDestinations403ApplicationProblemPlusJSONResponse) VisitListDeliveryDestinationsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListDeliveryDestinationsdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListDeliveryDestinationsdefaultApplicationProblemPlusJSONResponse) VisitListDeliveryDestinationsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateDeliveryDestinationRequestObject struct {
+	Body *CreateDeliveryDestinationJSONRequestBody
+}
+
+type CreateDeliveryDestinationResponseObject interface {
+	VisitCreateDeliveryDestinationResponse(w http.ResponseWriter) error
+}
+
+type CreateDeliveryDestination201ResponseHeaders struct {
+	ETag *string
+}
+
+type CreateDeliveryDestination201JSONResponse struct {
+	Body    DeliveryDestinationCreated
+	Headers CreateDeliveryDestination201ResponseHeaders
+}
+
+func (response CreateDeliveryDestination201JSONResponse) VisitCreateDeliveryDestinationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.ETag != nil {
+		w.Header().Set("ETag", fmt.Sprint(*response.Headers.ETag))
+	}
+	w.WriteHeader(201)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateDeliveryDestination400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response CreateDeliveryDestination400ApplicationProblemPlusJSONResponse) VisitCreateDeliveryDestinationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateDeliveryDestination401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response CreateDeliveryDestination401ApplicationProblemPlusJSONResponse) VisitCreateDeliveryDestinationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateDeliveryDestination403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response CreateDeliveryDestination403ApplicationProblemPlusJSONResponse) VisitCreateDeliveryDestinationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateDeliveryDestination413ApplicationProblemPlusJSONResponse struct {
+	PayloadTooLargeApplicationProblemPlusJSONResponse
+}
+
+func (response CreateDeliveryDestination413ApplicationProblemPlusJSONResponse) VisitCreateDeliveryDestinationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateDeliveryDestination415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response CreateDeliveryDestination415ApplicationProblemPlusJSONResponse) VisitCreateDeliveryDestinationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateDeliveryDestination422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response CreateDeliveryDestination422ApplicationProblemPlusJSONResponse) VisitCreateDeliveryDestinationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateDeliveryDestinationdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response CreateDeliveryDestinationdefaultApplicationProblemPlusJSONResponse) VisitCreateDeliveryDestinationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteDeliveryDestinationRequestObject struct {
+	DestinationId DestinationId `json:"destination_id"`
+}
+
+type DeleteDeliveryDestinationResponseObject interface {
+	VisitDeleteDeliveryDestinationResponse(w http.ResponseWriter) error
+}
+
+type DeleteDeliveryDestination204Response struct {
+}
+
+func (response DeleteDeliveryDestination204Response) VisitDeleteDeliveryDestinationResponse(w http.ResponseWriter) error {
+	w.WriteHeader(204)
+	return nil
+}
+
+type DeleteDeliveryDestination400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteDeliveryDestination400ApplicationProblemPlusJSONResponse) VisitDeleteDeliveryDestinationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteDeliveryDestination401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteDeliveryDestination401ApplicationProblemPlusJSONResponse) VisitDeleteDeliveryDestinationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteDeliveryDestination403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteDeliveryDestination403ApplicationProblemPlusJSONResponse) VisitDeleteDeliveryDestinationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteDeliveryDestination404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteDeliveryDestination404ApplicationProblemPlusJSONResponse) VisitDeleteDeliveryDestinationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteDeliveryDestinationdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response DeleteDeliveryDestinationdefaultApplicationProblemPlusJSONResponse) VisitDeleteDeliveryDestinationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDeliveryDestinationRequestObject struct {
+	DestinationId DestinationId `json:"destination_id"`
+}
+
+type GetDeliveryDestinationResponseObject interface {
+	VisitGetDeliveryDestinationResponse(w http.ResponseWriter) error
+}
+
+type GetDeliveryDestination200ResponseHeaders struct {
+	ETag *string
+}
+
+type GetDeliveryDestination200JSONResponse struct {
+	Body    DeliveryDestination
+	Headers GetDeliveryDestination200ResponseHeaders
+}
+
+func (response GetDeliveryDestination200JSONResponse) VisitGetDeliveryDestinationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.ETag != nil {
+		w.Header().Set("ETag", fmt.Sprint(*response.Headers.ETag))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDeliveryDestination400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response GetDeliveryDestination400ApplicationProblemPlusJSONResponse) VisitGetDeliveryDestinationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDeliveryDestination401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response GetDeliveryDestination401ApplicationProblemPlusJSONResponse) VisitGetDeliveryDestinationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDeliveryDestination403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response GetDeliveryDestination403ApplicationProblemPlusJSONResponse) VisitGetDeliveryDestinationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDeliveryDestination404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response GetDeliveryDestination404ApplicationProblemPlusJSONResponse) VisitGetDeliveryDestinationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetDeliveryDestinationdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetDeliveryDestinationdefaultApplicationProblemPlusJSONResponse) VisitGetDeliveryDestinationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateDeliveryDestinationRequestObject struct {
+	DestinationId DestinationId `json:"destination_id"`
+	Params        UpdateDeliveryDestinationParams
+	Body          *UpdateDeliveryDestinationJSONRequestBody
+}
+
+type UpdateDeliveryDestinationResponseObject interface {
+	VisitUpdateDeliveryDestinationResponse(w http.ResponseWriter) error
+}
+
+type UpdateDeliveryDestination200ResponseHeaders struct {
+	ETag *string
+}
+
+type UpdateDeliveryDestination200JSONResponse struct {
+	Body    DeliveryDestination
+	Headers UpdateDeliveryDestination200ResponseHeaders
+}
+
+func (response UpdateDeliveryDestination200JSONResponse) VisitUpdateDeliveryDestinationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.ETag != nil {
+		w.Header().Set("ETag", fmt.Sprint(*response.Headers.ETag))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateDeliveryDestination400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateDeliveryDestination400ApplicationProblemPlusJSONResponse) VisitUpdateDeliveryDestinationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateDeliveryDestination401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateDeliveryDestination401ApplicationProblemPlusJSONResponse) VisitUpdateDeliveryDestinationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateDeliveryDestination403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateDeliveryDestination403ApplicationProblemPlusJSONResponse) VisitUpdateDeliveryDestinationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateDeliveryDestination404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateDeliveryDestination404ApplicationProblemPlusJSONResponse) VisitUpdateDeliveryDestinationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateDeliveryDestination412ApplicationProblemPlusJSONResponse struct {
+	PreconditionFailedApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateDeliveryDestination412ApplicationProblemPlusJSONResponse) VisitUpdateDeliveryDestinationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(412)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateDeliveryDestination413ApplicationProblemPlusJSONResponse struct {
+	PayloadTooLargeApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateDeliveryDestination413ApplicationProblemPlusJSONResponse) VisitUpdateDeliveryDestinationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateDeliveryDestination415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateDeliveryDestination415ApplicationProblemPlusJSONResponse) VisitUpdateDeliveryDestinationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateDeliveryDestination422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateDeliveryDestination422ApplicationProblemPlusJSONResponse) VisitUpdateDeliveryDestinationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateDeliveryDestination428ApplicationProblemPlusJSONResponse struct {
+	PreconditionRequiredApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateDeliveryDestination428ApplicationProblemPlusJSONResponse) VisitUpdateDeliveryDestinationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(428)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateDeliveryDestinationdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response UpdateDeliveryDestinationdefaultApplicationProblemPlusJSONResponse) VisitUpdateDeliveryDestinationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateDeliveryDestinationSecretRequestObject struct {
+	DestinationId DestinationId `json:"destination_id"`
+}
+
+type RotateDeliveryDestinationSecretResponseObject interface {
+	VisitRotateDeliveryDestinationSecretResponse(w http.ResponseWriter) error
+}
+
+type RotateDeliveryDestinationSecret200JSONResponse DeliverySecret
+
+func (response RotateDeliveryDestinationSecret200JSONResponse) VisitRotateDeliveryDestinationSecretResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateDeliveryDestinationSecret400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response RotateDeliveryDestinationSecret400ApplicationProblemPlusJSONResponse) VisitRotateDeliveryDestinationSecretResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateDeliveryDestinationSecret401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response RotateDeliveryDestinationSecret401ApplicationProblemPlusJSONResponse) VisitRotateDeliveryDestinationSecretResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateDeliveryDestinationSecret403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response RotateDeliveryDestinationSecret403ApplicationProblemPlusJSONResponse) VisitRotateDeliveryDestinationSecretResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateDeliveryDestinationSecret404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response RotateDeliveryDestinationSecret404ApplicationProblemPlusJSONResponse) VisitRotateDeliveryDestinationSecretResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RotateDeliveryDestinationSecretdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response RotateDeliveryDestinationSecretdefaultApplicationProblemPlusJSONResponse) VisitRotateDeliveryDestinationSecretResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ListDiscoveryAuthorizationsRequestObject struct {
 	Params ListDiscoveryAuthorizationsParams
 }
@@ -11491,6 +13535,36 @@ type StrictServerInterface interface {
 	// GetCommand Get a command
 	// (GET /api/v1/commands/{command_id})
 	GetCommand(ctx context.Context, request GetCommandRequestObject) (GetCommandResponseObject, error)
+	// ListDeliveries List webhook deliveries
+	// (GET /api/v1/deliveries)
+	ListDeliveries(ctx context.Context, request ListDeliveriesRequestObject) (ListDeliveriesResponseObject, error)
+	// GetDelivery Get a webhook delivery
+	// (GET /api/v1/deliveries/{delivery_id})
+	GetDelivery(ctx context.Context, request GetDeliveryRequestObject) (GetDeliveryResponseObject, error)
+	// ListDeliveryAttempts A delivery's attempts
+	// (GET /api/v1/deliveries/{delivery_id}/attempts)
+	ListDeliveryAttempts(ctx context.Context, request ListDeliveryAttemptsRequestObject) (ListDeliveryAttemptsResponseObject, error)
+	// RetryDelivery Attempt a delivery again now
+	// (POST /api/v1/deliveries/{delivery_id}/retry)
+	RetryDelivery(ctx context.Context, request RetryDeliveryRequestObject) (RetryDeliveryResponseObject, error)
+	// ListDeliveryDestinations List webhook destinations
+	// (GET /api/v1/delivery-destinations)
+	ListDeliveryDestinations(ctx context.Context, request ListDeliveryDestinationsRequestObject) (ListDeliveryDestinationsResponseObject, error)
+	// CreateDeliveryDestination Add a webhook destination
+	// (POST /api/v1/delivery-destinations)
+	CreateDeliveryDestination(ctx context.Context, request CreateDeliveryDestinationRequestObject) (CreateDeliveryDestinationResponseObject, error)
+	// DeleteDeliveryDestination Delete a webhook destination
+	// (DELETE /api/v1/delivery-destinations/{destination_id})
+	DeleteDeliveryDestination(ctx context.Context, request DeleteDeliveryDestinationRequestObject) (DeleteDeliveryDestinationResponseObject, error)
+	// GetDeliveryDestination Get a webhook destination
+	// (GET /api/v1/delivery-destinations/{destination_id})
+	GetDeliveryDestination(ctx context.Context, request GetDeliveryDestinationRequestObject) (GetDeliveryDestinationResponseObject, error)
+	// UpdateDeliveryDestination Change a webhook destination
+	// (PATCH /api/v1/delivery-destinations/{destination_id})
+	UpdateDeliveryDestination(ctx context.Context, request UpdateDeliveryDestinationRequestObject) (UpdateDeliveryDestinationResponseObject, error)
+	// RotateDeliveryDestinationSecret Rotate a destination's signing secret
+	// (POST /api/v1/delivery-destinations/{destination_id}/rotate-secret)
+	RotateDeliveryDestinationSecret(ctx context.Context, request RotateDeliveryDestinationSecretRequestObject) (RotateDeliveryDestinationSecretResponseObject, error)
 	// ListDiscoveryAuthorizations List discovery authorization decisions
 	// (GET /api/v1/discovery/authorizations)
 	ListDiscoveryAuthorizations(ctx context.Context, request ListDiscoveryAuthorizationsRequestObject) (ListDiscoveryAuthorizationsResponseObject, error)
@@ -12464,6 +14538,281 @@ func (sh *strictHandler) GetCommand(w http.ResponseWriter, r *http.Request, comm
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(GetCommandResponseObject); ok {
 		if err := validResponse.VisitGetCommandResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ListDeliveries operation middleware
+func (sh *strictHandler) ListDeliveries(w http.ResponseWriter, r *http.Request, params ListDeliveriesParams) {
+	var request ListDeliveriesRequestObject
+
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListDeliveries(ctx, request.(ListDeliveriesRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListDeliveries")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListDeliveriesResponseObject); ok {
+		if err := validResponse.VisitListDeliveriesResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetDelivery operation middleware
+func (sh *strictHandler) GetDelivery(w http.ResponseWriter, r *http.Request, deliveryId DeliveryId) {
+	var request GetDeliveryRequestObject
+
+	request.DeliveryId = deliveryId
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetDelivery(ctx, request.(GetDeliveryRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetDelivery")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetDeliveryResponseObject); ok {
+		if err := validResponse.VisitGetDeliveryResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ListDeliveryAttempts operation middleware
+func (sh *strictHandler) ListDeliveryAttempts(w http.ResponseWriter, r *http.Request, deliveryId DeliveryId, params ListDeliveryAttemptsParams) {
+	var request ListDeliveryAttemptsRequestObject
+
+	request.DeliveryId = deliveryId
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListDeliveryAttempts(ctx, request.(ListDeliveryAttemptsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListDeliveryAttempts")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListDeliveryAttemptsResponseObject); ok {
+		if err := validResponse.VisitListDeliveryAttemptsResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// RetryDelivery operation middleware
+func (sh *strictHandler) RetryDelivery(w http.ResponseWriter, r *http.Request, deliveryId DeliveryId, params RetryDeliveryParams) {
+	var request RetryDeliveryRequestObject
+
+	request.DeliveryId = deliveryId
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.RetryDelivery(ctx, request.(RetryDeliveryRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "RetryDelivery")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(RetryDeliveryResponseObject); ok {
+		if err := validResponse.VisitRetryDeliveryResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ListDeliveryDestinations operation middleware
+func (sh *strictHandler) ListDeliveryDestinations(w http.ResponseWriter, r *http.Request, params ListDeliveryDestinationsParams) {
+	var request ListDeliveryDestinationsRequestObject
+
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListDeliveryDestinations(ctx, request.(ListDeliveryDestinationsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListDeliveryDestinations")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListDeliveryDestinationsResponseObject); ok {
+		if err := validResponse.VisitListDeliveryDestinationsResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// CreateDeliveryDestination operation middleware
+func (sh *strictHandler) CreateDeliveryDestination(w http.ResponseWriter, r *http.Request) {
+	var request CreateDeliveryDestinationRequestObject
+
+	var body CreateDeliveryDestinationJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.CreateDeliveryDestination(ctx, request.(CreateDeliveryDestinationRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "CreateDeliveryDestination")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(CreateDeliveryDestinationResponseObject); ok {
+		if err := validResponse.VisitCreateDeliveryDestinationResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// DeleteDeliveryDestination operation middleware
+func (sh *strictHandler) DeleteDeliveryDestination(w http.ResponseWriter, r *http.Request, destinationId DestinationId) {
+	var request DeleteDeliveryDestinationRequestObject
+
+	request.DestinationId = destinationId
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.DeleteDeliveryDestination(ctx, request.(DeleteDeliveryDestinationRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "DeleteDeliveryDestination")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(DeleteDeliveryDestinationResponseObject); ok {
+		if err := validResponse.VisitDeleteDeliveryDestinationResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetDeliveryDestination operation middleware
+func (sh *strictHandler) GetDeliveryDestination(w http.ResponseWriter, r *http.Request, destinationId DestinationId) {
+	var request GetDeliveryDestinationRequestObject
+
+	request.DestinationId = destinationId
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetDeliveryDestination(ctx, request.(GetDeliveryDestinationRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetDeliveryDestination")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetDeliveryDestinationResponseObject); ok {
+		if err := validResponse.VisitGetDeliveryDestinationResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// UpdateDeliveryDestination operation middleware
+func (sh *strictHandler) UpdateDeliveryDestination(w http.ResponseWriter, r *http.Request, destinationId DestinationId, params UpdateDeliveryDestinationParams) {
+	var request UpdateDeliveryDestinationRequestObject
+
+	request.DestinationId = destinationId
+	request.Params = params
+
+	var body UpdateDeliveryDestinationJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.UpdateDeliveryDestination(ctx, request.(UpdateDeliveryDestinationRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "UpdateDeliveryDestination")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(UpdateDeliveryDestinationResponseObject); ok {
+		if err := validResponse.VisitUpdateDeliveryDestinationResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// RotateDeliveryDestinationSecret operation middleware
+func (sh *strictHandler) RotateDeliveryDestinationSecret(w http.ResponseWriter, r *http.Request, destinationId DestinationId) {
+	var request RotateDeliveryDestinationSecretRequestObject
+
+	request.DestinationId = destinationId
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.RotateDeliveryDestinationSecret(ctx, request.(RotateDeliveryDestinationSecretRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "RotateDeliveryDestinationSecret")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(RotateDeliveryDestinationSecretResponseObject); ok {
+		if err := validResponse.VisitRotateDeliveryDestinationSecretResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {

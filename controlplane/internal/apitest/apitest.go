@@ -52,6 +52,9 @@ type Env struct {
 	AdminToken string
 	// Logs holds everything the server logged.
 	Logs *SyncBuffer
+	// Transcript holds every response's headers and body, for tests that
+	// prove something never appears in any answer.
+	Transcript *SyncBuffer
 	// Config is the server's configuration (StartReplica reuses it).
 	Config app.ServeConfig
 
@@ -95,7 +98,7 @@ func StartWith(t testing.TB, configure func(*app.ServeConfig)) *Env {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(s.CA.CertPEM)
 	e := &Env{
-		DB: d, Server: s, Index: index, Logs: logs, Config: cfg,
+		DB: d, Server: s, Index: index, Logs: logs, Transcript: &SyncBuffer{}, Config: cfg,
 		http: &http.Client{
 			Timeout:   30 * time.Second,
 			Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, ForceAttemptHTTP2: true},
@@ -246,6 +249,7 @@ func (c *Client) Do(method, path string, body any, opts ...Option) *Response {
 		c.t.Fatalf("%s %s: read body: %v", method, path, err)
 	}
 	r := &Response{Status: resp.StatusCode, Header: resp.Header, Body: got}
+	fmt.Fprintf(c.env.Transcript, "%s %s -> %d %v\n%s\n", method, path, r.Status, resp.Header, got)
 	if err := c.env.validate(req, raw, r); err != nil {
 		c.t.Fatalf("%s %s -> %d: response does not match specs/openapi.yaml: %v\nbody: %s", method, path, r.Status, err, got)
 	}

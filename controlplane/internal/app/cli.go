@@ -27,7 +27,10 @@ import (
 	"github.com/edgeward/edgeward/controlplane/internal/auth"
 	"github.com/edgeward/edgeward/controlplane/internal/caller"
 	"github.com/edgeward/edgeward/controlplane/internal/db"
+	"github.com/edgeward/edgeward/controlplane/internal/deliveries"
+	"github.com/edgeward/edgeward/controlplane/internal/deliveries/webhook"
 	"github.com/edgeward/edgeward/controlplane/internal/httpx"
+	"github.com/edgeward/edgeward/controlplane/internal/secrets"
 	"github.com/edgeward/edgeward/controlplane/internal/tenants"
 )
 
@@ -116,6 +119,62 @@ type serveFlags struct {
 	shutdownTimeout time.Duration
 	agentCertLife   time.Duration
 	agentInterval   time.Duration
+	deliveries      deliveryFlags
+}
+
+// deliveryFlags are the webhook delivery settings of a deployment.
+type deliveryFlags struct {
+	secretsKeys  string
+	allowHosts   string
+	caFile       string
+	timeout      time.Duration
+	schedule     string
+	disableAfter time.Duration
+	workers      int
+	rescueAfter  time.Duration
+}
+
+func (d *deliveryFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&d.secretsKeys, "secrets-key", "", "comma-separated key references (env:NAME or file:PATH, base64 of 32 bytes) that seal stored credentials; the first seals, all open. Default: file:<data-dir>/"+secrets.DefaultKeyFile+", created on first start")
+	fs.StringVar(&d.allowHosts, "webhook-allow-hosts", "", "comma-separated host names, addresses or CIDRs webhooks may reach although they are loopback, private or link-local (on-premises receivers)")
+	fs.StringVar(&d.caFile, "webhook-ca-file", "", "PEM file of extra CAs that webhook receivers' certificates may chain to (besides the system's)")
+	fs.DurationVar(&d.timeout, "webhook-timeout", webhook.DefaultTimeout, "how long a receiver has to answer an attempt")
+	fs.StringVar(&d.schedule, "webhook-retry-schedule", formatSchedule(deliveries.DefaultSchedule), "comma-separated delays before each attempt (the first is normally 0s); jittered by ±10%")
+	fs.DurationVar(&d.disableAfter, "webhook-disable-after", deliveries.DefaultDisableAfter, "a destination whose every attempt failed this long is disabled")
+	fs.IntVar(&d.workers, "webhook-workers", deliveries.DefaultWorkers, "attempts this replica runs at once")
+	fs.DurationVar(&d.rescueAfter, "job-rescue-after", 0, "how long a background job may run before it is taken for lost (its replica died) and run again (default: the job timeout plus one minute)")
+}
+
+func (d *deliveryFlags) config() (DeliverySettings, error) {
+	out := DeliverySettings{
+		SecretsKeys: splitList(d.secretsKeys), AllowHosts: splitList(d.allowHosts), CAFile: d.caFile,
+		Timeout: d.timeout, DisableAfter: d.disableAfter, Workers: d.workers, RescueAfter: d.rescueAfter,
+	}
+	for _, v := range splitList(d.schedule) {
+		delay, err := time.ParseDuration(v)
+		if err != nil || delay < 0 {
+			return out, fmt.Errorf("--webhook-retry-schedule: %q is not a duration such as 5s or 30m", v)
+		}
+		out.Schedule = append(out.Schedule, delay)
+	}
+	if len(out.Schedule) == 0 {
+		return out, errors.New("--webhook-retry-schedule: at least one delay (the first attempt's, normally 0s)")
+	}
+	if d.workers < 1 {
+		return out, errors.New("--webhook-workers must be at least 1")
+	}
+	if d.timeout <= 0 {
+		return out, errors.New("--webhook-timeout must be positive")
+	}
+	return out, nil
+}
+
+func formatSchedule(s []time.Duration) string {
+	parts := make([]string, len(s))
+	for i, d := range s {
+		parts[i] = d.String()
+	}
+	return strings.Join(parts, ",")
 }
 
 func (s *serveFlags) register(fs *flag.FlagSet, defaultDataDir string) {
@@ -129,6 +188,7 @@ func (s *serveFlags) register(fs *flag.FlagSet, defaultDataDir string) {
 	fs.DurationVar(&s.shutdownTimeout, "shutdown-timeout", 20*time.Second, "how long requests in flight may finish after SIGTERM")
 	fs.DurationVar(&s.agentCertLife, "agent-cert-lifetime", agents.DefaultCertLifetime, "lifetime of agent client certificates (agents rotate at half of it)")
 	fs.DurationVar(&s.agentInterval, "agent-heartbeat-interval", agents.DefaultHeartbeatInterval, "heartbeat interval given to newly enrolled agents")
+	s.deliveries.register(fs)
 }
 
 func (s *serveFlags) config(databaseURL string) (ServeConfig, error) {
@@ -144,6 +204,10 @@ func (s *serveFlags) config(databaseURL string) (ServeConfig, error) {
 
 		AgentCertLifetime:      s.agentCertLife,
 		AgentHeartbeatInterval: s.agentInterval,
+	}
+	var err error
+	if cfg.Deliveries, err = s.deliveries.config(); err != nil {
+		return cfg, err
 	}
 	for _, c := range splitList(s.trustedProxies) {
 		p, err := netip.ParsePrefix(c)

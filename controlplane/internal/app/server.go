@@ -6,6 +6,7 @@ package app
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -21,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/riverqueue/river"
 
 	"github.com/edgeward/edgeward/controlplane/internal/agents"
 	"github.com/edgeward/edgeward/controlplane/internal/alerts"
@@ -29,11 +32,15 @@ import (
 	"github.com/edgeward/edgeward/controlplane/internal/audit"
 	"github.com/edgeward/edgeward/controlplane/internal/auth"
 	"github.com/edgeward/edgeward/controlplane/internal/db"
+	"github.com/edgeward/edgeward/controlplane/internal/deliveries"
+	"github.com/edgeward/edgeward/controlplane/internal/deliveries/webhook"
 	"github.com/edgeward/edgeward/controlplane/internal/discovery"
 	"github.com/edgeward/edgeward/controlplane/internal/evidence"
 	"github.com/edgeward/edgeward/controlplane/internal/httpx"
+	"github.com/edgeward/edgeward/controlplane/internal/jobs"
 	"github.com/edgeward/edgeward/controlplane/internal/pki"
 	"github.com/edgeward/edgeward/controlplane/internal/problem"
+	"github.com/edgeward/edgeward/controlplane/internal/secrets"
 	"github.com/edgeward/edgeward/controlplane/internal/tickets"
 )
 
@@ -56,6 +63,29 @@ type ServeConfig struct {
 	// RetentionInterval is how often observations past their site's
 	// retention are deleted (default discovery.DefaultRetentionInterval).
 	RetentionInterval time.Duration
+	// Deliveries are the webhook delivery settings.
+	Deliveries DeliverySettings
+}
+
+// DeliverySettings configure webhook delivery. Zero values take the
+// deliveries room's defaults.
+type DeliverySettings struct {
+	// SecretsKeys are key references (env:NAME, file:PATH) sealing stored
+	// credentials; empty: <data-dir>/secrets.key.
+	SecretsKeys []string
+	// AllowHosts are host names, addresses and CIDRs exempt from the SSRF
+	// guard (on-premises receivers, tests).
+	AllowHosts []string
+	// CAFile holds extra CAs receivers' certificates may chain to.
+	CAFile        string
+	Timeout       time.Duration
+	Schedule      []time.Duration
+	DisableAfter  time.Duration
+	Workers       int
+	SweepInterval time.Duration
+	// RescueAfter is when a running job is taken for lost (default: the
+	// job timeout plus a minute).
+	RescueAfter time.Duration
 }
 
 // Server is a started control plane.
@@ -88,6 +118,7 @@ type rest struct {
 	*alertsAPI
 	*evidenceAPI
 	*ticketsAPI
+	*deliveriesAPI
 }
 
 type (
@@ -100,6 +131,7 @@ type (
 	alertsAPI     = alerts.API
 	evidenceAPI   = evidence.API
 	ticketsAPI    = tickets.API
+	deliveriesAPI = deliveries.API
 )
 
 // health and readiness are the bodies of /healthz and /readyz (schemas
@@ -153,6 +185,11 @@ func Start(ctx context.Context, cfg ServeConfig) (*Server, error) {
 		HeartbeatInterval: cfg.AgentHeartbeatInterval, Metrics: agents.NewMetrics(reg),
 		Discovery: discovery.Ingest{Assets: assetStore, Alerts: alerts.Raiser{Assets: assetStore}}}
 	agentSvc := agents.New(agentsCfg, log)
+	delivery, jobClient, err := s.deliveries(reg)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
 	gate := httpx.Config{
 		Index:          index,
 		Auth:           authn,
@@ -174,6 +211,7 @@ func Start(ctx context.Context, cfg ServeConfig) (*Server, error) {
 		alertsAPI:     &alerts.API{Pool: pool, Assets: assetStore},
 		evidenceAPI:   &evidence.API{Pool: pool},
 		ticketsAPI:    &tickets.API{Pool: pool},
+		deliveriesAPI: &deliveries.API{S: delivery},
 	}, nil, api.StrictHTTPServerOptions{
 		RequestErrorHandlerFunc:  gate.ErrorHandler(),
 		ResponseErrorHandlerFunc: gate.ErrorHandler(),
@@ -211,6 +249,8 @@ func Start(ctx context.Context, cfg ServeConfig) (*Server, error) {
 		var wg sync.WaitGroup
 		wg.Go(func() { agentSvc.Run(bg) })
 		wg.Go(func() { retention.Run(bg) })
+		wg.Go(func() { delivery.Run(bg) })
+		wg.Go(func() { runJobs(bg, jobClient, log) })
 		wg.Wait()
 	}()
 	s.http = &http.Server{
@@ -227,6 +267,72 @@ func Start(ctx context.Context, cfg ServeConfig) (*Server, error) {
 	go func() { s.served <- s.http.ServeTLS(ln, "", "") }()
 	log.Info("control plane serving", "url", s.URL, "ca", s.CAFile)
 	return s, nil
+}
+
+// deliveries builds the webhook delivery service and the job client that
+// runs its attempts.
+func (s *Server) deliveries(reg prometheus.Registerer) (*deliveries.Service, *jobs.Client, error) {
+	d := s.cfg.Deliveries
+	keys, err := secrets.Load(d.SecretsKeys, s.cfg.DataDir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("serve: %w", err)
+	}
+	guard, err := webhook.ParseAllow(d.AllowHosts)
+	if err != nil {
+		return nil, nil, fmt.Errorf("serve: --webhook-allow-hosts: %w", err)
+	}
+	sender := &webhook.Sender{Guard: guard, Timeout: d.Timeout}
+	if d.CAFile != "" {
+		pemBytes, err := os.ReadFile(d.CAFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("serve: --webhook-ca-file: %w", err)
+		}
+		roots, err := x509.SystemCertPool()
+		if err != nil {
+			roots = x509.NewCertPool()
+		}
+		if !roots.AppendCertsFromPEM(pemBytes) {
+			return nil, nil, fmt.Errorf("serve: --webhook-ca-file %s holds no PEM certificate", d.CAFile)
+		}
+		sender.RootCAs = roots
+	}
+	svc := deliveries.New(deliveries.Config{Pool: s.pool, Keys: keys, Sender: sender, Schedule: d.Schedule,
+		DisableAfter: d.DisableAfter, SweepInterval: d.SweepInterval, Logger: s.cfg.Logger, Metrics: deliveries.NewMetrics(reg)})
+	workers := river.NewWorkers()
+	svc.Register(workers)
+	rescue := d.RescueAfter
+	if rescue <= 0 {
+		rescue = svc.JobTimeout() + time.Minute
+	}
+	n := d.Workers
+	if n <= 0 {
+		n = deliveries.DefaultWorkers
+	}
+	client, err := jobs.New(jobs.Config{Pool: s.pool, Workers: workers, Queues: map[string]int{deliveries.Queue: n},
+		JobTimeout: svc.JobTimeout(), RescueAfter: rescue, Logger: s.cfg.Logger})
+	if err != nil {
+		return nil, nil, fmt.Errorf("serve: %w", err)
+	}
+	svc.Attach(client)
+	return svc, client, nil
+}
+
+// runJobs runs the job client until ctx ends, then lets running jobs finish
+// for a few seconds before cancelling them (a cancelled attempt is made
+// again by whichever replica picks its job up).
+func runJobs(ctx context.Context, c *jobs.Client, log *slog.Logger) {
+	if err := c.Start(context.WithoutCancel(ctx)); err != nil {
+		log.Error("background jobs did not start", "err", err)
+		return
+	}
+	<-ctx.Done()
+	soft, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.Stop(soft); err != nil {
+		hard, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = c.StopAndCancel(hard)
+	}
 }
 
 // checkDatabase refuses a database role that row-level security would not

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"time"
 
@@ -37,6 +38,11 @@ func Open(ctx context.Context, url string) (*pgxpool.Pool, error) {
 	}
 	if _, ok := cfg.ConnConfig.RuntimeParams["statement_timeout"]; !ok {
 		cfg.ConnConfig.RuntimeParams["statement_timeout"] = "30000"
+	}
+	// Background jobs hold connections too (River's listener and fetchers,
+	// the outbox listener): the pgx default of max(4, CPUs) starves them.
+	if !strings.Contains(url, "pool_max_conns") {
+		cfg.MaxConns = int32(max(20, 4*runtime.NumCPU()))
 	}
 	// Time zone UTC so timestamps read back as UTC.
 	cfg.ConnConfig.RuntimeParams["timezone"] = "UTC"

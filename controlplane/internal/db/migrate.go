@@ -68,6 +68,9 @@ func Migrate(ctx context.Context, ownerURL string, opts MigrateOptions) error {
 	if err := runGoose(ctx, sqlDB); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
+	if err := migrateRiver(ctx, ownerURL); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
 	if _, err := sqlDB.ExecContext(ctx, fmt.Sprintf(
 		"GRANT CONNECT ON DATABASE %s TO %s; GRANT USAGE ON SCHEMA public TO %s",
 		pgx.Identifier{cfg.Database}.Sanitize(), RuntimeRole, RuntimeRole)); err != nil {

@@ -11,11 +11,9 @@ package dbtest
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -240,20 +238,7 @@ func ensureTemplate(ctx context.Context, conn *pgx.Conn, superURL string) (strin
 }
 
 func migrationsHash() (string, error) {
-	h := sha256.New()
-	err := fs.WalkDir(db.Migrations(), ".", func(path string, e fs.DirEntry, err error) error {
-		if err != nil || e.IsDir() {
-			return err
-		}
-		b, err := fs.ReadFile(db.Migrations(), path)
-		if err != nil {
-			return err
-		}
-		_, _ = h.Write([]byte(path + "\x00" + strconv.Itoa(len(b)) + "\x00"))
-		_, _ = h.Write(b)
-		return nil
-	})
-	return hex.EncodeToString(h.Sum(nil))[:16], err
+	return db.SchemaFingerprint()
 }
 
 // withUser rewrites a URL to another user (with the test password) and database.

@@ -1,0 +1,75 @@
+// Package jobs runs the control plane's background work on River, a job
+// queue in PostgreSQL: jobs are inserted in the same transaction as the
+// change that causes them, survive any process dying, are shared by every
+// replica (FOR UPDATE SKIP LOCKED), and a leader-elected rescuer returns the
+// jobs of a killed replica to the queue.
+//
+// Jobs carry ids only (which tenant, which row). A worker does its work in
+// that tenant's own row-level-security transaction, so the queue never
+// widens what a piece of code can see.
+package jobs
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+
+	"github.com/edgeward/edgeward/controlplane/internal/db"
+)
+
+// Client is the River client the rooms insert jobs with.
+type Client = river.Client[pgx.Tx]
+
+// Config configures the client.
+type Config struct {
+	Pool    *pgxpool.Pool
+	Workers *river.Workers
+	// Queues maps a queue name to how many of its jobs run at once on this
+	// replica.
+	Queues map[string]int
+	// JobTimeout bounds one job's run.
+	JobTimeout time.Duration
+	// RescueAfter is how long a job may stay running before the rescuer
+	// takes its replica for dead and schedules it again. It must be longer
+	// than JobTimeout.
+	RescueAfter time.Duration
+	Logger      *slog.Logger
+}
+
+// New makes a client; Start runs it.
+func New(cfg Config) (*Client, error) {
+	if cfg.RescueAfter <= cfg.JobTimeout {
+		return nil, fmt.Errorf("jobs: the rescue delay (%s) must be longer than the job timeout (%s)", cfg.RescueAfter, cfg.JobTimeout)
+	}
+	if len(cfg.Queues) == 0 {
+		return nil, errors.New("jobs: no queues")
+	}
+	queues := map[string]river.QueueConfig{}
+	for name, n := range cfg.Queues {
+		queues[name] = river.QueueConfig{MaxWorkers: n}
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return river.NewClient(riverpgxv5.New(cfg.Pool), &river.Config{
+		Schema:               db.JobSchema,
+		Queues:               queues,
+		Workers:              cfg.Workers,
+		JobTimeout:           cfg.JobTimeout,
+		RescueStuckJobsAfter: cfg.RescueAfter,
+		// New jobs are announced by NOTIFY; the short cooldown lets a burst
+		// be fetched in a few batches instead of one poll a second.
+		FetchCooldown:     20 * time.Millisecond,
+		FetchPollInterval: time.Second,
+		// REINDEX needs table ownership, which the runtime role never has.
+		ReindexerIndexNames: []string{},
+		Logger:              log.With("component", "jobs"),
+	})
+}
