@@ -14,10 +14,10 @@ import (
 	"github.com/edgeward/edgeward/controlplane/internal/api"
 	"github.com/edgeward/edgeward/controlplane/internal/assets"
 	"github.com/edgeward/edgeward/controlplane/internal/audit"
-	"github.com/edgeward/edgeward/controlplane/internal/outbox"
 	"github.com/edgeward/edgeward/controlplane/internal/caller"
 	"github.com/edgeward/edgeward/controlplane/internal/db"
 	"github.com/edgeward/edgeward/controlplane/internal/discovery"
+	"github.com/edgeward/edgeward/controlplane/internal/outbox"
 	"github.com/edgeward/edgeward/controlplane/internal/page"
 	"github.com/edgeward/edgeward/controlplane/internal/problem"
 )
