@@ -495,3 +495,16 @@ func TestRotationSignsWithBothSecrets(t *testing.T) {
 	h.rcv.WaitFor(t, 10*time.Second, func(rs []webhooktest.Request) bool { return len(rs) == 2 })
 	assert.True(t, h.rcv.Requests()[1].SignatureValid)
 }
+
+// TestPrivateAddressesAreRefusedUnlessAllowed: with no allow list, loopback,
+// private, metadata and IPv6 loopback URLs are refused at creation.
+func TestPrivateAddressesAreRefusedUnlessAllowed(t *testing.T) {
+	env := apitest.Start(t)
+	admin := env.Client(t, env.AdminToken)
+	for _, url := range []string{"https://127.0.0.1:8443/hook", "https://10.20.30.40/hook", "https://169.254.169.254/latest/meta-data/",
+		"https://[::1]/hook", "https://[::ffff:127.0.0.1]/hook", "https://192.168.1.10/hook"} {
+		p := admin.Do(http.MethodPost, "/api/v1/delivery-destinations", map[string]any{
+			"name": "internal", "url": url, "event_types": []string{"alert.raised"}}).Problem(t, http.StatusUnprocessableEntity)
+		assert.Equal(t, "url_not_allowed", p.Code, url)
+	}
+}

@@ -117,7 +117,7 @@ func (s *Service) JobTimeout() time.Duration {
 	if timeout <= 0 {
 		timeout = webhook.DefaultTimeout
 	}
-	return timeout + 30*time.Second
+	return timeout + 5*time.Second
 }
 
 // Run dispatches outbox events until ctx ends: at once for tenants whose
