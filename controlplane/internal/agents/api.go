@@ -204,7 +204,7 @@ func (s *Service) RevokeAgent(ctx context.Context, req api.RevokeAgentRequestObj
 				return err
 			}
 			if err := outbox.Publish(ctx, tx, c.TenantID, outbox.Event{Type: "agent.revoked", AggregateType: "agent", AggregateID: req.AgentId,
-				Payload: map[string]any{"agent_id": req.AgentId, "asset_id": assetID, "hostname": hostname, "reason": reason}}); err != nil {
+				Payload: map[string]any{"agent_id": req.AgentId, "asset_id": assetID, "hostname": hostname}}); err != nil {
 				return err
 			}
 			if err := notifyIdentityChanged(ctx, tx, req.AgentId); err != nil {

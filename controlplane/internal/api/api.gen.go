@@ -1142,7 +1142,7 @@ type Delivery struct {
 	LastStatusCode *int                `json:"last_status_code"`
 	NextRetryAt    *time.Time          `json:"next_retry_at"`
 
-	// Status `pending`: no attempt yet. `retrying`: attempts failed and another is scheduled at `next_retry_at`. `succeeded`: a receiver answered 2xx. `failed`: the schedule is exhausted or the receiver answered 410. `cancelled`: the destination was disabled or deleted first.
+	// Status `pending`: no attempt yet. `retrying`: another attempt is scheduled at `next_retry_at`, after failed attempts or a manual retry. `succeeded`: a receiver answered 2xx. `failed`: the schedule is exhausted or the receiver answered 410. `cancelled`: the destination was disabled or deleted first.
 	Status    DeliveryStatus `json:"status"`
 	UpdatedAt time.Time      `json:"updated_at"`
 
@@ -1194,7 +1194,7 @@ type DeliveryAuthHeader struct {
 
 // DeliveryAuthHeaderSet defines model for DeliveryAuthHeaderSet.
 type DeliveryAuthHeaderSet struct {
-	// Name A header name other than the ones the wire format owns (webhook-*, Content-Type, Content-Length, Host, User-Agent).
+	// Name A header name other than the ones the wire format owns or that frame the request (webhook-*, Content-Type, Content-Length, Host, User-Agent, Connection, Keep-Alive, Transfer-Encoding, TE, Trailer, Upgrade, Proxy-Connection, Expect).
 	Name string `json:"name"`
 
 	// Value Stored sealed with the deployment's key; never returned.
@@ -1311,7 +1311,7 @@ type DeliverySecret struct {
 	Secret string `json:"secret"`
 }
 
-// DeliveryStatus `pending`: no attempt yet. `retrying`: attempts failed and another is scheduled at `next_retry_at`. `succeeded`: a receiver answered 2xx. `failed`: the schedule is exhausted or the receiver answered 410. `cancelled`: the destination was disabled or deleted first.
+// DeliveryStatus `pending`: no attempt yet. `retrying`: another attempt is scheduled at `next_retry_at`, after failed attempts or a manual retry. `succeeded`: a receiver answered 2xx. `failed`: the schedule is exhausted or the receiver answered 410. `cancelled`: the destination was disabled or deleted first.
 type DeliveryStatus string
 
 // DiscoveryAuthorization defines model for DiscoveryAuthorization.

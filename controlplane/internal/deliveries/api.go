@@ -82,7 +82,7 @@ func (a *API) ListDeliveryDestinations(ctx context.Context, req api.ListDelivery
 // CreateDeliveryDestination implements POST /api/v1/delivery-destinations.
 func (a *API) CreateDeliveryDestination(ctx context.Context, req api.CreateDeliveryDestinationRequestObject) (api.CreateDeliveryDestinationResponseObject, error) {
 	b := req.Body
-	if err := a.checkURL(ctx, b.Url, "/url"); err != nil {
+	if err := a.checkURL(ctx, b.Url, "#/url"); err != nil {
 		return nil, err
 	}
 	spec := DestinationSpec{Name: b.Name, URL: b.Url, EventTypes: eventTypes(b.EventTypes), Enabled: b.Enabled == nil || *b.Enabled}
@@ -118,7 +118,7 @@ func (a *API) UpdateDeliveryDestination(ctx context.Context, req api.UpdateDeliv
 	b := req.Body
 	p := DestinationPatch{Name: b.Name, URL: b.Url, Enabled: b.Enabled}
 	if b.Url != nil {
-		if err := a.checkURL(ctx, *b.Url, "/url"); err != nil {
+		if err := a.checkURL(ctx, *b.Url, "#/url"); err != nil {
 			return nil, err
 		}
 	}

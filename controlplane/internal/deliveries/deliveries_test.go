@@ -59,6 +59,7 @@ type delivery struct {
 	NextRetryAt    *time.Time `json:"next_retry_at"`
 	LastStatusCode *int       `json:"last_status_code"`
 	LastErrorClass *string    `json:"last_error_class"`
+	CreatedAt      time.Time  `json:"created_at"`
 }
 
 type attempt struct {
@@ -409,6 +410,10 @@ func TestDestinationRulesAndConcurrency(t *testing.T) {
 	b = base(h.rcv.URL() + "/x")
 	b["auth_header"] = map[string]any{"name": "webhook-signature", "value": "x"}
 	post(b).Problem(t, http.StatusUnprocessableEntity)
+	b["auth_header"] = map[string]any{"name": "Keep-Alive", "value": "x"}
+	post(b).Problem(t, http.StatusUnprocessableEntity)
+	b["auth_header"] = map[string]any{"name": "X-Token", "value": "a\tb\u0001"}
+	assert.Equal(t, "#/auth_header/value", post(b).Problem(t, http.StatusUnprocessableEntity).Errors[0].Pointer)
 	b = base(h.rcv.URL() + "/x")
 	b["secret"] = "whsec_mine"
 	post(b).Problem(t, http.StatusUnprocessableEntity)
@@ -507,4 +512,16 @@ func TestPrivateAddressesAreRefusedUnlessAllowed(t *testing.T) {
 			"name": "internal", "url": url, "event_types": []string{"alert.raised"}}).Problem(t, http.StatusUnprocessableEntity)
 		assert.Equal(t, "url_not_allowed", p.Code, url)
 	}
+}
+
+// TestFirstScheduleEntryDelaysTheFirstAttempt: the schedule's first delay
+// is honoured too (a deployment may hold new deliveries back).
+func TestFirstScheduleEntryDelaysTheFirstAttempt(t *testing.T) {
+	h := start(t, func(s *app.DeliverySettings) { s.Schedule = []time.Duration{time.Second} })
+	dest := h.create(t, "/later", "ticket.created")
+	h.ticket(t, "held back")
+	d := h.waitDelivery(t, dest.Destination.ID, func(d delivery) bool { return d.Status == "succeeded" })
+	as := h.attempts(t, h.admin, d.ID)
+	require.Len(t, as, 1)
+	assert.GreaterOrEqual(t, as[0].StartedAt.Sub(d.CreatedAt), 850*time.Millisecond)
 }

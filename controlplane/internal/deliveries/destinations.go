@@ -46,10 +46,6 @@ const (
 	codeURLRefused = "url_not_allowed"
 )
 
-// reservedHeaders are the request headers the wire format owns; an extra
-// auth header may not replace them.
-var reservedHeaders = []string{"content-type", "content-length", "host", "user-agent", "connection", "transfer-encoding"}
-
 // Destination is a webhook receiver of one tenant. It never holds a
 // plaintext credential: those are only ever opened by the sender.
 type Destination struct {
@@ -132,9 +128,9 @@ const (
 func CreateDestination(ctx context.Context, tx pgx.Tx, keys *secrets.Keyring, tenantID uuid.UUID, spec DestinationSpec) (Destination, string, error) {
 	name := strings.TrimSpace(spec.Name)
 	if name == "" {
-		return Destination{}, "", problem.Invalid("name must not be blank", problem.Field{Pointer: "/name", Detail: "blank"})
+		return Destination{}, "", problem.Invalid("name must not be blank", problem.Field{Pointer: "#/name", Detail: "blank"})
 	}
-	types, err := checkEventTypes(spec.EventTypes, "/event_types")
+	types, err := checkEventTypes(spec.EventTypes, "#/event_types")
 	if err != nil {
 		return Destination{}, "", err
 	}
@@ -150,7 +146,7 @@ func CreateDestination(ctx context.Context, tx pgx.Tx, keys *secrets.Keyring, te
 	var authName *string
 	var authSealed []byte
 	if spec.AuthHeader != nil {
-		if authName, authSealed, err = sealAuthHeader(keys, tenantID, id, *spec.AuthHeader, "/auth_header"); err != nil {
+		if authName, authSealed, err = sealAuthHeader(keys, tenantID, id, *spec.AuthHeader, "#/auth_header"); err != nil {
 			return Destination{}, "", err
 		}
 	}
@@ -222,7 +218,7 @@ func UpdateDestination(ctx context.Context, tx pgx.Tx, keys *secrets.Keyring, te
 	if p.Name != nil {
 		name := strings.TrimSpace(*p.Name)
 		if name == "" {
-			return Destination{}, problem.Invalid("name must not be blank", problem.Field{Pointer: "/name", Detail: "blank"})
+			return Destination{}, problem.Invalid("name must not be blank", problem.Field{Pointer: "#/name", Detail: "blank"})
 		}
 		set("name", name)
 		changed["name"] = name
@@ -232,7 +228,7 @@ func UpdateDestination(ctx context.Context, tx pgx.Tx, keys *secrets.Keyring, te
 		changed["endpoint"] = endpoint(*p.URL)
 	}
 	if p.EventTypes != nil {
-		types, err := checkEventTypes(*p.EventTypes, "/event_types")
+		types, err := checkEventTypes(*p.EventTypes, "#/event_types")
 		if err != nil {
 			return Destination{}, err
 		}
@@ -244,7 +240,7 @@ func UpdateDestination(ctx context.Context, tx pgx.Tx, keys *secrets.Keyring, te
 		sets = append(sets, "auth_header_name = NULL", "auth_header_sealed = NULL")
 		changed["auth_header_configured"] = false
 	case p.AuthHeader != nil:
-		name, sealed, err := sealAuthHeader(keys, tenantID, id, *p.AuthHeader, "/auth_header")
+		name, sealed, err := sealAuthHeader(keys, tenantID, id, *p.AuthHeader, "#/auth_header")
 		if err != nil {
 			return Destination{}, err
 		}
@@ -383,12 +379,11 @@ func checkEventTypes(types []string, pointer string) ([]string, error) {
 
 func sealAuthHeader(keys *secrets.Keyring, tenantID, id uuid.UUID, h AuthHeader, pointer string) (*string, []byte, error) {
 	name := http.CanonicalHeaderKey(strings.TrimSpace(h.Name))
-	lower := strings.ToLower(name)
-	if strings.HasPrefix(lower, "webhook-") || slices.Contains(reservedHeaders, lower) {
-		return nil, nil, problem.Invalid("the header "+name+" belongs to the webhook wire format", problem.Field{Pointer: pointer + "/name", Detail: "reserved header"})
-	}
-	if strings.ContainsAny(h.Value, "\r\n\x00") {
-		return nil, nil, problem.Invalid("the header value must be one line", problem.Field{Pointer: pointer + "/value", Detail: "control characters"})
+	var he *webhook.HeaderError
+	if err := webhook.CheckAuthHeader(name, h.Value); errors.As(err, &he) {
+		return nil, nil, problem.Invalid(he.Reason, problem.Field{Pointer: pointer + "/" + he.Field, Detail: he.Reason})
+	} else if err != nil {
+		return nil, nil, err
 	}
 	sealed, err := keys.Seal([]byte(h.Value), sealContext(tenantID, id, sealAuth))
 	if err != nil {

@@ -293,6 +293,13 @@ func (s *Service) dispatchBatch(ctx context.Context, tx pgx.Tx, tenantID uuid.UU
 	if err != nil {
 		return 0, 0, err
 	}
+	// The schedule's first delay is the wait before the first attempt
+	// (normally none).
+	var first *river.InsertOpts
+	firstDelay := s.cfg.Schedule[0]
+	if firstDelay > 0 {
+		first = &river.InsertOpts{ScheduledAt: time.Now().Add(firstDelay)}
+	}
 	var ids, destIDs, eventIDs []uuid.UUID
 	var types []string
 	var params []river.InsertManyParams
@@ -305,13 +312,13 @@ func (s *Service) dispatchBatch(ctx context.Context, tx pgx.Tx, tenantID uuid.UU
 			}
 			id := uuid.Must(uuid.NewV7())
 			ids, destIDs, eventIDs, types = append(ids, id), append(destIDs, d.ID), append(eventIDs, e.ID), append(types, e.Type)
-			params = append(params, river.InsertManyParams{Args: attemptArgs{TenantID: tenantID, DeliveryID: id, Seq: 1}})
+			params = append(params, river.InsertManyParams{Args: attemptArgs{TenantID: tenantID, DeliveryID: id, Seq: 1}, InsertOpts: first})
 		}
 	}
 	if len(ids) > 0 {
 		if _, err := tx.Exec(ctx, `INSERT INTO deliveries (tenant_id, id, destination_id, event_id, event_type, status, next_retry_at)
-			SELECT $1, i, d, e, t, 'pending', now() FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::text[]) AS u(i, d, e, t)`,
-			tenantID, ids, destIDs, eventIDs, types); err != nil {
+			SELECT $1, i, d, e, t, 'pending', now() + make_interval(secs => $6) FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::text[]) AS u(i, d, e, t)`,
+			tenantID, ids, destIDs, eventIDs, types, firstDelay.Seconds()); err != nil {
 			return 0, 0, fmt.Errorf("create deliveries: %w", err)
 		}
 		if _, err := s.jobs.InsertManyTx(ctx, tx, params); err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -64,7 +65,7 @@ func (s *Service) attempt(ctx context.Context, job *river.Job[attemptArgs]) erro
 	a := job.Args
 	var msg webhook.Message
 	var destID uuid.UUID
-	live, manual := false, false
+	live, manual, sealedShut := false, false, false
 	err := db.InTenant(ctx, s.cfg.Pool, a.TenantID, func(tx pgx.Tx) error {
 		var status string
 		var seq int
@@ -107,10 +108,16 @@ func (s *Service) attempt(ctx context.Context, job *river.Job[attemptArgs]) erro
 		if err != nil {
 			return err
 		}
+		live = true
 		ctxName := sealContext(a.TenantID, destID, sealSigning)
 		cur, err := s.cfg.Keys.Open(secret, ctxName)
 		if err != nil {
-			return fmt.Errorf("open signing secret: %w", err)
+			// A key was dropped from --secrets-key (or the row was
+			// tampered with): recorded as a failed attempt, never sent
+			// unsigned, never left pending without a trace.
+			s.log.Error("a destination's signing secret does not open with the configured keys", "destination_id", destID, "err", err)
+			sealedShut = true
+			return nil
 		}
 		msg.Secrets = []string{string(cur)}
 		if previousLive && previous != nil {
@@ -121,18 +128,25 @@ func (s *Service) attempt(ctx context.Context, job *river.Job[attemptArgs]) erro
 		if authName != nil {
 			v, err := s.cfg.Keys.Open(authSealed, sealContext(a.TenantID, destID, sealAuth))
 			if err != nil {
-				return fmt.Errorf("open auth header: %w", err)
+				s.log.Error("a destination's auth header does not open with the configured keys", "destination_id", destID, "err", err)
+				sealedShut = true
+				return nil
 			}
 			msg.AuthHeaderName, msg.AuthHeaderValue = *authName, string(v)
 		}
-		live = true
 		return nil
 	})
 	if err != nil || !live {
 		return err
 	}
 	msg.Timestamp = time.Now()
-	res := s.cfg.Sender.Send(ctx, msg)
+	var res webhook.Result
+	if sealedShut {
+		res = webhook.Result{Started: msg.Timestamp, Ended: msg.Timestamp, ErrorClass: webhook.ClassInvalidRequest,
+			Error: "the destination's stored credentials cannot be opened with the configured --secrets-key keys"}
+	} else {
+		res = s.cfg.Sender.Send(ctx, msg)
+	}
 	if ctx.Err() != nil {
 		// Shutting down or timed out as a job: River retries the job, and
 		// this attempt is made again.
@@ -193,7 +207,7 @@ func (s *Service) record(ctx context.Context, tx pgx.Tx, a attemptArgs, manual b
 	if !res.Succeeded() {
 		class, message = &res.ErrorClass, &res.Error
 		if len(res.Error) > 500 {
-			m := res.Error[:500]
+			m := strings.ToValidUTF8(res.Error[:500], "")
 			message = &m
 		}
 	}

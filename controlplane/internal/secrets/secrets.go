@@ -79,7 +79,7 @@ func NewKeyring(raw ...[]byte) (*Keyring, error) {
 }
 
 // Seal encrypts plaintext bound to context (for example
-// "delivery_destinations/<tenant>/<id>/secret").
+// "delivery_destinations/<tenant>/<id>/signing").
 func (k *Keyring) Seal(plaintext []byte, context string) ([]byte, error) {
 	kk := k.keys[0]
 	out := make([]byte, 0, 1+idSize+kk.aead.NonceSize()+len(plaintext)+kk.aead.Overhead())

@@ -226,14 +226,8 @@ func buildRequest(ctx context.Context, m Message, now time.Time) (*http.Request,
 		return nil, "an auth header value is set without a header name"
 	}
 	if m.AuthHeaderName != "" {
-		if !validHeaderName(m.AuthHeaderName) {
-			return nil, "the auth header name is not a valid HTTP header name"
-		}
-		if reservedHeader(m.AuthHeaderName) {
-			return nil, fmt.Sprintf("the auth header name %s is reserved", http.CanonicalHeaderKey(m.AuthHeaderName))
-		}
-		if !validHeaderValue(m.AuthHeaderValue) {
-			return nil, "the auth header value contains control characters"
+		if err := CheckAuthHeader(m.AuthHeaderName, m.AuthHeaderValue); err != nil {
+			return nil, err.Error()
 		}
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, m.URL, bytes.NewReader(m.Body))
@@ -566,13 +560,42 @@ func validHeaderValue(s string) bool {
 }
 
 // reservedHeader reports whether the auth header would replace one Send
-// sets itself or one that frames the request.
+// sets itself (any webhook-* name, present or future) or one that frames the
+// request.
 func reservedHeader(name string) bool {
-	switch strings.ToLower(name) {
-	case "content-type", "content-length", "user-agent", "host", "webhook-id", "webhook-timestamp",
-		"webhook-signature", "transfer-encoding", "connection", "keep-alive", "te", "trailer",
+	lower := strings.ToLower(name)
+	if strings.HasPrefix(lower, "webhook-") {
+		return true
+	}
+	switch lower {
+	case "content-type", "content-length", "user-agent", "host", "transfer-encoding", "connection", "keep-alive", "te", "trailer",
 		"upgrade", "proxy-connection", "expect":
 		return true
 	}
 	return false
+}
+
+// HeaderError says why an extra auth header cannot be sent.
+type HeaderError struct {
+	// Field is "name" or "value".
+	Field, Reason string
+}
+
+func (e *HeaderError) Error() string { return e.Reason }
+
+// CheckAuthHeader is the one rule for a destination's extra header, applied
+// when a tenant_admin sets it and again before every Send: a valid HTTP
+// token for a name the wire format does not own, and a value without
+// control characters (which also rules out header injection).
+func CheckAuthHeader(name, value string) error {
+	if !validHeaderName(name) {
+		return &HeaderError{Field: "name", Reason: "the auth header name is not a valid HTTP header name"}
+	}
+	if reservedHeader(name) {
+		return &HeaderError{Field: "name", Reason: fmt.Sprintf("the auth header name %s is reserved: the webhook wire format sets it", http.CanonicalHeaderKey(name))}
+	}
+	if !validHeaderValue(value) {
+		return &HeaderError{Field: "value", Reason: "the auth header value contains control characters"}
+	}
+	return nil
 }
