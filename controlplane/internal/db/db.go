@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -43,6 +44,19 @@ func Open(ctx context.Context, url string) (*pgxpool.Pool, error) {
 	// the outbox listener): the pgx default of max(4, CPUs) starves them.
 	if !strings.Contains(url, "pool_max_conns") {
 		cfg.MaxConns = int32(max(20, 4*runtime.NumCPU()))
+	}
+	// After a connection dies under us (the server restarted or killed its
+	// backends), its idle siblings are likely dead too: for a while every
+	// acquired connection is pinged first, so dead ones are dropped instead
+	// of failing one request each. Otherwise only long-idle ones are.
+	var suspectUntil atomic.Int64
+	cfg.BeforeClose = func(c *pgx.Conn) {
+		if c.IsClosed() {
+			suspectUntil.Store(time.Now().Add(10 * time.Second).UnixNano())
+		}
+	}
+	cfg.ShouldPing = func(_ context.Context, p pgxpool.ShouldPingParams) bool {
+		return p.IdleDuration > time.Second || time.Now().UnixNano() < suspectUntil.Load()
 	}
 	// Time zone UTC so timestamps read back as UTC.
 	cfg.ConnConfig.RuntimeParams["timezone"] = "UTC"

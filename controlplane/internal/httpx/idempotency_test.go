@@ -72,7 +72,7 @@ func TestOnlyTheSpecsOperationsTakeIdempotencyKeys(t *testing.T) {
 	}
 	assert.ElementsMatch(t, []string{
 		"addTicketComment", "addTicketLink", "createSite", "createTicket", "createTicketFromAlert",
-		"queueAgentCommand", "requestDiscoveryAuthorization",
+		"queueAgentCommand", "requestDiscoveryAuthorization", "retryDelivery",
 	}, got)
 	for _, secret := range []string{"createApiToken", "createEnrollmentToken"} {
 		assert.False(t, ix.Operation(secret).Idempotent, "%s returns a secret: it must take no Idempotency-Key", secret)
