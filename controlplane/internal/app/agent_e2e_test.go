@@ -209,6 +209,7 @@ func inOrderExactlyOnce(t *testing.T, a agentView) {
 // control plane: enrollment, heartbeats, a control plane outage, kill -9
 // of the agent at the worst moment and at a random one, and revocation.
 func TestAgentSurvivesOutagesAndCrashes(t *testing.T) {
+	t.Parallel() // its own database, ports and directories
 	cp := newControlPlane(t, "--agent-heartbeat-interval", "1s")
 	_, token := cp.enrollmentToken(map[string]any{"name": "e2e"})
 	dir := agentDir(t)
@@ -338,6 +339,7 @@ func TestAgentEnrollRefusals(t *testing.T) {
 // step of a rotation in turn; each time the restarted agent connects again
 // and completes a later rotation.
 func TestAgentRotationRecoversFromACrashAtEachStep(t *testing.T) {
+	t.Parallel() // its own database, ports and directories
 	cp := newControlPlane(t, "--agent-heartbeat-interval", "1s", "--agent-cert-lifetime", "16s")
 	_, token := cp.enrollmentToken(map[string]any{"name": "rotation"})
 	dir := agentDir(t)

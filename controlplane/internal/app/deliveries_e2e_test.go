@@ -60,6 +60,7 @@ func call(t *testing.T, c *http.Client, transcript *bytes.Buffer, method, url, t
 // every (event, destination) succeed, every signature verify, and that no
 // credential appears in any answer, log line or stored row.
 func TestWebhookDeliveriesSurviveKill9(t *testing.T) {
+	t.Parallel() // its own database, ports and directories
 	d := dbtest.New(t)
 	out, errOut, code := run(t, []string{"EDGEWARD_ADMIN_DATABASE_URL=" + d.OwnerURL}, "bootstrap", "--tenant", "acme", "--json")
 	require.Equal(t, 0, code, errOut)

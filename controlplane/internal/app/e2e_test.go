@@ -235,6 +235,7 @@ func TestBinaryMigrateBootstrapServeAndStop(t *testing.T) {
 }
 
 func TestBinaryOperatorCommandsAndAuditVerify(t *testing.T) {
+	t.Parallel() // its own database, ports and directories
 	d := dbtest.New(t)
 	admin := []string{"EDGEWARD_ADMIN_DATABASE_URL=" + d.OwnerURL}
 
