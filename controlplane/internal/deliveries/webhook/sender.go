@@ -314,9 +314,12 @@ func newClient(cfg transportConfig) *http.Client {
 			MinVersion: tls.VersionTLS12,
 			RootCAs:    cfg.rootCAs,
 		},
-		ForceAttemptHTTP2:      true,
-		MaxIdleConns:           100,
-		MaxIdleConnsPerHost:    4,
+		ForceAttemptHTTP2: true,
+		// Many workers may post to one receiver host at once: keep enough
+		// idle connections that HTTP/1.1 receivers are not re-handshaken
+		// for every few deliveries.
+		MaxIdleConns:           1024,
+		MaxIdleConnsPerHost:    64,
 		IdleConnTimeout:        90 * time.Second,
 		MaxResponseHeaderBytes: 64 << 10,
 	}
