@@ -223,6 +223,14 @@ func TestEventsReachSubscribedDestinationsSigned(t *testing.T) {
 	assert.Len(t, h.deliveries(t, "?until="+time.Now().Add(time.Hour).UTC().Format(time.RFC3339)), 1)
 	h.admin.Do(http.MethodGet, "/api/v1/deliveries?status=bogus", nil).Problem(t, http.StatusBadRequest)
 
+	// Another tenant sees none of it.
+	other, _ := h.env.NewTenant(t, "other")
+	outsider := h.env.Client(t, h.env.IssueToken(t, other.ID, caller.RoleTenantAdmin, "outsider").Secret)
+	assert.Contains(t, string(outsider.Do(http.MethodGet, "/api/v1/deliveries", nil).Body), `"items":[]`)
+	outsider.Do(http.MethodGet, "/api/v1/deliveries/"+d.ID, nil).Problem(t, http.StatusNotFound)
+	outsider.Do(http.MethodGet, "/api/v1/deliveries/"+d.ID+"/attempts", nil).Problem(t, http.StatusNotFound)
+	outsider.Do(http.MethodPost, "/api/v1/deliveries/"+d.ID+"/retry", nil).Problem(t, http.StatusNotFound)
+
 	// Health shows the success.
 	dest := h.destination(t, tickets.Destination.ID)
 	assert.NotNil(t, dest.Health.LastSuccessAt)
@@ -524,4 +532,34 @@ func TestFirstScheduleEntryDelaysTheFirstAttempt(t *testing.T) {
 	as := h.attempts(t, h.admin, d.ID)
 	require.Len(t, as, 1)
 	assert.GreaterOrEqual(t, as[0].StartedAt.Sub(d.CreatedAt), 850*time.Millisecond)
+}
+
+// TestReplicasDispatchEachEventOnce: two replicas dispatch and attempt from
+// the same outbox and queue; without a crash every event reaches the
+// receiver exactly once.
+func TestReplicasDispatchEachEventOnce(t *testing.T) {
+	h := start(t, nil)
+	replica := h.env.StartReplica(t)
+	dest := h.create(t, "/once", "ticket.created")
+	other := replica.Client(t, h.env.AdminToken)
+	const events = 20
+	for i := range events {
+		c := h.admin
+		if i%2 == 1 {
+			c = other
+		}
+		r := c.Do(http.MethodPost, "/api/v1/tickets", map[string]any{"title": fmt.Sprintf("ticket %d", i)})
+		require.Equal(t, http.StatusCreated, r.Status)
+	}
+	h.rcv.WaitFor(t, 30*time.Second, func(rs []webhooktest.Request) bool { return len(rs) >= events })
+	time.Sleep(500 * time.Millisecond) // a duplicate would arrive about now
+	seen := map[string]int{}
+	for _, q := range h.rcv.Requests() {
+		seen[q.ID]++
+	}
+	assert.Len(t, seen, events)
+	for id, n := range seen {
+		assert.Equal(t, 1, n, "%s delivered %d times", id, n)
+	}
+	assert.Len(t, h.deliveries(t, "?destination_id="+dest.Destination.ID+"&status=succeeded&limit=50"), events)
 }
