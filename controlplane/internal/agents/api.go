@@ -71,7 +71,7 @@ func scanAgent(row pgx.Row) (Agent, error) {
 		&a.Status, &a.Labels, &a.SiteID, &a.EnrolledAt, &a.LastSeenAt, &a.Interval, &a.QueueDepth, &a.QueueDropped,
 		&a.LastSeq, &a.FirstSeq, &a.ReportsApplied, &a.AssetID, &a.RevokedAt, &a.CertSerial, &a.CertFingerprint, &a.CertNotBefore, &a.CertNotAfter)
 	a.EnrolledAt = a.EnrolledAt.UTC()
-	a.LastSeenAt, a.RevokedAt, a.CertNotBefore, a.CertNotAfter = utcPtr(a.LastSeenAt), utcPtr(a.RevokedAt), utcPtr(a.CertNotBefore), utcPtr(a.CertNotAfter)
+	a.LastSeenAt, a.RevokedAt, a.CertNotBefore, a.CertNotAfter = api.UTC(a.LastSeenAt), api.UTC(a.RevokedAt), api.UTC(a.CertNotBefore), api.UTC(a.CertNotAfter)
 	return a, err
 }
 

@@ -127,7 +127,7 @@ func scanCommand(r pgx.Row) (api.Command, error) {
 		c.CreatedBy = &s
 	}
 	c.CreatedAt, c.ExpiresAt = c.CreatedAt.UTC(), c.ExpiresAt.UTC()
-	c.DeliveredAt, c.CompletedAt = utcPtr(c.DeliveredAt), utcPtr(c.CompletedAt)
+	c.DeliveredAt, c.CompletedAt = api.UTC(c.DeliveredAt), api.UTC(c.CompletedAt)
 	return c, err
 }
 

@@ -72,17 +72,10 @@ func scanToken(row pgx.Row) (EnrollmentToken, error) {
 	var t EnrollmentToken
 	err := row.Scan(&t.ID, &t.Name, &t.SiteID, &t.Labels, &t.MaxUses, &t.Uses, &t.ExpiresAt, &t.CreatedAt, &t.CreatedBy, &t.LastUsedAt, &t.RevokedAt)
 	t.ExpiresAt, t.CreatedAt = t.ExpiresAt.UTC(), t.CreatedAt.UTC()
-	t.LastUsedAt, t.RevokedAt = utcPtr(t.LastUsedAt), utcPtr(t.RevokedAt)
+	t.LastUsedAt, t.RevokedAt = api.UTC(t.LastUsedAt), api.UTC(t.RevokedAt)
 	return t, err
 }
 
-func utcPtr(t *time.Time) *time.Time {
-	if t == nil {
-		return nil
-	}
-	u := t.UTC()
-	return &u
-}
 
 func validateLabels(labels map[string]string) error {
 	keys := make([]string, 0, len(labels))

@@ -282,10 +282,3 @@ func idString(id *uuid.UUID) any {
 	return id.String()
 }
 
-func utc(t *time.Time) *time.Time {
-	if t == nil {
-		return nil
-	}
-	u := t.UTC()
-	return &u
-}

@@ -31,7 +31,7 @@ func (x Alert) toAPI(red *redact.Redactor) api.Alert {
 		Id: x.ID, Type: api.AlertType(x.Type), Status: api.AlertStatus(x.Status), Severity: api.Severity(x.Severity), Title: x.Title,
 		AssetId: x.AssetID, SiteId: x.SiteID, FirstSeenAt: x.FirstSeenAt.UTC(), LastSeenAt: x.LastSeenAt.UTC(), SeenCount: x.SeenCount,
 		AssigneeId: x.AssigneeID, Resolution: x.Resolution, ResolutionNote: x.ResolutionNote, CreatedAt: x.CreatedAt.UTC(),
-		UpdatedAt: x.UpdatedAt.UTC(), AcknowledgedAt: utc(x.AcknowledgedAt), ResolvedAt: utc(x.ResolvedAt), TicketIds: x.TicketIDs,
+		UpdatedAt: x.UpdatedAt.UTC(), AcknowledgedAt: api.UTC(x.AcknowledgedAt), ResolvedAt: api.UTC(x.ResolvedAt), TicketIds: x.TicketIDs,
 	}
 	if out.TicketIds == nil {
 		out.TicketIds = []uuid.UUID{}

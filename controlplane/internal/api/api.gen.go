@@ -308,6 +308,48 @@ func (e CommandType) Valid() bool {
 	}
 }
 
+// Defines values for ControlEvidenceRefRole.
+const (
+	Cited      ControlEvidenceRefRole = "cited"
+	Evaluation ControlEvidenceRefRole = "evaluation"
+)
+
+// Valid indicates whether the value is a known member of the ControlEvidenceRefRole enum.
+func (e ControlEvidenceRefRole) Valid() bool {
+	switch e {
+	case Cited:
+		return true
+	case Evaluation:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ControlStatusValue.
+const (
+	ControlStatusValueFailing       ControlStatusValue = "failing"
+	ControlStatusValueNotApplicable ControlStatusValue = "not_applicable"
+	ControlStatusValuePassing       ControlStatusValue = "passing"
+	ControlStatusValueUnknown       ControlStatusValue = "unknown"
+)
+
+// Valid indicates whether the value is a known member of the ControlStatusValue enum.
+func (e ControlStatusValue) Valid() bool {
+	switch e {
+	case ControlStatusValueFailing:
+		return true
+	case ControlStatusValueNotApplicable:
+		return true
+	case ControlStatusValuePassing:
+		return true
+	case ControlStatusValueUnknown:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for DeliveryAttemptTrigger.
 const (
 	DeliveryAttemptTriggerManual    DeliveryAttemptTrigger = "manual"
@@ -346,19 +388,19 @@ func (e DeliveryDestinationState) Valid() bool {
 
 // Defines values for DeliveryDisabledReason.
 const (
-	DisabledByUser DeliveryDisabledReason = "disabled_by_user"
-	EndpointGone   DeliveryDisabledReason = "endpoint_gone"
-	Failing        DeliveryDisabledReason = "failing"
+	DeliveryDisabledReasonDisabledByUser DeliveryDisabledReason = "disabled_by_user"
+	DeliveryDisabledReasonEndpointGone   DeliveryDisabledReason = "endpoint_gone"
+	DeliveryDisabledReasonFailing        DeliveryDisabledReason = "failing"
 )
 
 // Valid indicates whether the value is a known member of the DeliveryDisabledReason enum.
 func (e DeliveryDisabledReason) Valid() bool {
 	switch e {
-	case DisabledByUser:
+	case DeliveryDisabledReasonDisabledByUser:
 		return true
-	case EndpointGone:
+	case DeliveryDisabledReasonEndpointGone:
 		return true
-	case Failing:
+	case DeliveryDisabledReasonFailing:
 		return true
 	default:
 		return false
@@ -517,15 +559,18 @@ func (e EnrollmentTokenStatus) Valid() bool {
 
 // Defines values for EvidenceKind.
 const (
-	EvidenceKindAuthorization EvidenceKind = "authorization"
-	EvidenceKindObservation   EvidenceKind = "observation"
-	EvidenceKindTriage        EvidenceKind = "triage"
+	EvidenceKindAuthorization     EvidenceKind = "authorization"
+	EvidenceKindControlEvaluation EvidenceKind = "control_evaluation"
+	EvidenceKindObservation       EvidenceKind = "observation"
+	EvidenceKindTriage            EvidenceKind = "triage"
 )
 
 // Valid indicates whether the value is a known member of the EvidenceKind enum.
 func (e EvidenceKind) Valid() bool {
 	switch e {
 	case EvidenceKindAuthorization:
+		return true
+	case EvidenceKindControlEvaluation:
 		return true
 	case EvidenceKindObservation:
 		return true
@@ -1128,6 +1173,121 @@ type CommandStatus string
 
 // CommandType defines model for CommandType.
 type CommandType string
+
+// ComplianceControl defines model for ComplianceControl.
+type ComplianceControl struct {
+	// Baselines NIST baselines (low, moderate, high, privacy) or CIS implementation groups (ig1, ig2, ig3) the control belongs to.
+	Baselines   []string `json:"baselines"`
+	Family      string   `json:"family"`
+	FamilyTitle string   `json:"family_title"`
+	FrameworkId string   `json:"framework_id"`
+	Id          string   `json:"id"`
+	Key         string   `json:"key"`
+
+	// Label The identifier as the framework writes it, e.g. CM-8(3).
+	Label string `json:"label"`
+
+	// ParentId The base control of an enhancement.
+	ParentId *string       `json:"parent_id"`
+	Status   ControlStatus `json:"status"`
+	Title    string        `json:"title"`
+
+	// Url The publisher's page with the control's text, where there is one.
+	Url       *string `json:"url"`
+	Withdrawn bool    `json:"withdrawn"`
+}
+
+// ComplianceControlDetail defines model for ComplianceControlDetail.
+type ComplianceControlDetail struct {
+	Control ComplianceControl `json:"control"`
+
+	// EvaluatedByEdgeward Whether an automated evaluator decides this control.
+	EvaluatedByEdgeward bool `json:"evaluated_by_edgeward"`
+
+	// Evidence The newest 50 links, newest first.
+	Evidence []ControlEvidenceRef `json:"evidence"`
+	Mappings []ControlMapping     `json:"mappings"`
+}
+
+// ComplianceControlList defines model for ComplianceControlList.
+type ComplianceControlList struct {
+	Items      []ComplianceControl `json:"items"`
+	NextCursor *string             `json:"next_cursor"`
+}
+
+// ComplianceFramework defines model for ComplianceFramework.
+type ComplianceFramework struct {
+	ControlCount int `json:"control_count"`
+
+	// Id e.g. nist-800-53-r5, cis-v8, soc2-2017, iso27001-2022.
+	Id string `json:"id"`
+
+	// License What the catalog holds of the framework and why (identifiers and our own short titles where the text is copyrighted).
+	License   string `json:"license"`
+	Name      string `json:"name"`
+	Publisher string `json:"publisher"`
+	Url       string `json:"url"`
+	Version   string `json:"version"`
+}
+
+// ComplianceFrameworkList defines model for ComplianceFrameworkList.
+type ComplianceFrameworkList struct {
+	// CatalogVersion The version of the catalog the database holds; `migrate` upgrades it in place.
+	CatalogVersion string                `json:"catalog_version"`
+	Items          []ComplianceFramework `json:"items"`
+}
+
+// ControlEvidenceRef defines model for ControlEvidenceRef.
+type ControlEvidenceRef struct {
+	// ContentSha256 Hex SHA-256 of the evidence's canonical content.
+	ContentSha256 string             `json:"content_sha256"`
+	CreatedAt     time.Time          `json:"created_at"`
+	EvidenceId    openapi_types.UUID `json:"evidence_id"`
+	Kind          EvidenceKind       `json:"kind"`
+	LinkedAt      time.Time          `json:"linked_at"`
+
+	// Role `evaluation`: the evaluator's own record of its verdict. `cited`: evidence the verdict rests on, such as an overdue alert's observation.
+	Role ControlEvidenceRefRole `json:"role"`
+}
+
+// ControlEvidenceRefRole `evaluation`: the evaluator's own record of its verdict. `cited`: evidence the verdict rests on, such as an overdue alert's observation.
+type ControlEvidenceRefRole string
+
+// ControlMapping defines model for ControlMapping.
+type ControlMapping struct {
+	ControlId   string `json:"control_id"`
+	FrameworkId string `json:"framework_id"`
+	Label       string `json:"label"`
+
+	// Source The published mapping that relates the two.
+	Source string `json:"source"`
+	Title  string `json:"title"`
+}
+
+// ControlNotApplicable defines model for ControlNotApplicable.
+type ControlNotApplicable struct {
+	Justification string `json:"justification"`
+}
+
+// ControlStatus defines model for ControlStatus.
+type ControlStatus struct {
+	// ChangedAt When the status last changed.
+	ChangedAt   *time.Time `json:"changed_at"`
+	EvaluatedAt *time.Time `json:"evaluated_at"`
+
+	// Evaluator What decided, e.g. unauthorized_assets_within_sla, or tenant_admin.
+	Evaluator *string `json:"evaluator"`
+
+	// Justification Why the control is not applicable (only then).
+	Justification *string `json:"justification"`
+	Reason        *string `json:"reason"`
+
+	// Status `passing` and `failing`: an evaluator decided from live data. `not_applicable`: a tenant_admin said so, with a justification. `unknown`: nothing has decided (no evaluator covers the control yet, or it lacks data).
+	Status ControlStatusValue `json:"status"`
+}
+
+// ControlStatusValue `passing` and `failing`: an evaluator decided from live data. `not_applicable`: a tenant_admin said so, with a justification. `unknown`: nothing has decided (no evaluator covers the control yet, or it lacks data).
+type ControlStatusValue string
 
 // Delivery defines model for Delivery.
 type Delivery struct {
@@ -1822,6 +1982,9 @@ type AlertId = openapi_types.UUID
 // AssetId defines model for AssetId.
 type AssetId = openapi_types.UUID
 
+// ControlId defines model for ControlId.
+type ControlId = string
+
 // Cursor defines model for Cursor.
 type Cursor = string
 
@@ -2059,6 +2222,19 @@ type ListCollectorsParams struct {
 	SiteId *openapi_types.UUID `form:"site_id,omitempty" json:"site_id,omitempty"`
 }
 
+// ListComplianceControlsParams defines parameters for ListComplianceControls.
+type ListComplianceControlsParams struct {
+	// Limit Page size (default 50).
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor The `next_cursor` of the previous page.
+	Cursor    *Cursor             `form:"cursor,omitempty" json:"cursor,omitempty"`
+	Framework *string             `form:"framework,omitempty" json:"framework,omitempty"`
+	Family    *string             `form:"family,omitempty" json:"family,omitempty"`
+	Status    *ControlStatusValue `form:"status,omitempty" json:"status,omitempty"`
+	Q         *string             `form:"q,omitempty" json:"q,omitempty"`
+}
+
 // ListDeliveriesParams defines parameters for ListDeliveries.
 type ListDeliveriesParams struct {
 	// Limit Page size (default 50).
@@ -2265,6 +2441,9 @@ type AuthorizeAssetJSONRequestBody = AuthorizationChange
 // UnauthorizeAssetJSONRequestBody defines body for UnauthorizeAsset for application/json ContentType.
 type UnauthorizeAssetJSONRequestBody = AuthorizationChange
 
+// MarkControlNotApplicableJSONRequestBody defines body for MarkControlNotApplicable for application/json ContentType.
+type MarkControlNotApplicableJSONRequestBody = ControlNotApplicable
+
 // CreateDeliveryDestinationJSONRequestBody defines body for CreateDeliveryDestination for application/json ContentType.
 type CreateDeliveryDestinationJSONRequestBody = DeliveryDestinationCreate
 
@@ -2390,6 +2569,21 @@ type ServerInterface interface {
 	// GetCommand Get a command
 	// (GET /api/v1/commands/{command_id})
 	GetCommand(w http.ResponseWriter, r *http.Request, commandId openapi_types.UUID)
+	// ListComplianceControls Controls with the tenant's status
+	// (GET /api/v1/compliance/controls)
+	ListComplianceControls(w http.ResponseWriter, r *http.Request, params ListComplianceControlsParams)
+	// GetComplianceControl A control, the tenant's status and what it rests on
+	// (GET /api/v1/compliance/controls/{control_id})
+	GetComplianceControl(w http.ResponseWriter, r *http.Request, controlId ControlId)
+	// ClearControlNotApplicable Make a control applicable again
+	// (DELETE /api/v1/compliance/controls/{control_id}/not-applicable)
+	ClearControlNotApplicable(w http.ResponseWriter, r *http.Request, controlId ControlId)
+	// MarkControlNotApplicable Mark a control not applicable
+	// (POST /api/v1/compliance/controls/{control_id}/not-applicable)
+	MarkControlNotApplicable(w http.ResponseWriter, r *http.Request, controlId ControlId)
+	// ListComplianceFrameworks The compliance frameworks of the catalog
+	// (GET /api/v1/compliance/frameworks)
+	ListComplianceFrameworks(w http.ResponseWriter, r *http.Request)
 	// ListDeliveries List webhook deliveries
 	// (GET /api/v1/deliveries)
 	ListDeliveries(w http.ResponseWriter, r *http.Request, params ListDeliveriesParams)
@@ -3911,6 +4105,196 @@ func (siw *ServerInterfaceWrapper) GetCommand(w http.ResponseWriter, r *http.Req
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.GetCommand(w, r, commandId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// ListComplianceControls operation middleware
+func (siw *ServerInterfaceWrapper) ListComplianceControls(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListComplianceControlsParams
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", r.URL.Query(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "cursor"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cursor", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "framework" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "framework", r.URL.Query(), &params.Framework, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "framework"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "framework", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "family" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "family", r.URL.Query(), &params.Family, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "family"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "family", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "status" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "status", r.URL.Query(), &params.Status, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "status"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "status", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "q" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "q", r.URL.Query(), &params.Q, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "q"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "q", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListComplianceControls(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetComplianceControl operation middleware
+func (siw *ServerInterfaceWrapper) GetComplianceControl(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "control_id" -------------
+	var controlId ControlId
+
+	err = runtime.BindStyledParameterWithOptions("simple", "control_id", r.PathValue("control_id"), &controlId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "control_id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetComplianceControl(w, r, controlId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// ClearControlNotApplicable operation middleware
+func (siw *ServerInterfaceWrapper) ClearControlNotApplicable(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "control_id" -------------
+	var controlId ControlId
+
+	err = runtime.BindStyledParameterWithOptions("simple", "control_id", r.PathValue("control_id"), &controlId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "control_id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ClearControlNotApplicable(w, r, controlId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// MarkControlNotApplicable operation middleware
+func (siw *ServerInterfaceWrapper) MarkControlNotApplicable(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "control_id" -------------
+	var controlId ControlId
+
+	err = runtime.BindStyledParameterWithOptions("simple", "control_id", r.PathValue("control_id"), &controlId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "control_id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.MarkControlNotApplicable(w, r, controlId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// ListComplianceFrameworks operation middleware
+func (siw *ServerInterfaceWrapper) ListComplianceFrameworks(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListComplianceFrameworks(w, r)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -5616,6 +6000,11 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/deliveries/{delivery_id}", wrapper.GetDelivery)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/deliveries/{delivery_id}/attempts", wrapper.ListDeliveryAttempts)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/deliveries/{delivery_id}/retry", wrapper.RetryDelivery)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/compliance/frameworks", wrapper.ListComplianceFrameworks)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/compliance/controls", wrapper.ListComplianceControls)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/compliance/controls/{control_id}", wrapper.GetComplianceControl)
+	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/api/v1/compliance/controls/{control_id}/not-applicable", wrapper.ClearControlNotApplicable)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/compliance/controls/{control_id}/not-applicable", wrapper.MarkControlNotApplicable)
 
 	return m
 }
@@ -9155,6 +9544,553 @@ type GetCommanddefaultApplicationProblemPlusJSONResponse struct {
 }
 
 func (response GetCommanddefaultApplicationProblemPlusJSONResponse) VisitGetCommandResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListComplianceControlsRequestObject struct {
+	Params ListComplianceControlsParams
+}
+
+type ListComplianceControlsResponseObject interface {
+	VisitListComplianceControlsResponse(w http.ResponseWriter) error
+}
+
+type ListComplianceControls200JSONResponse ComplianceControlList
+
+func (response ListComplianceControls200JSONResponse) VisitListComplianceControlsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListComplianceControls400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ListComplianceControls400ApplicationProblemPlusJSONResponse) VisitListComplianceControlsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListComplianceControls401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListComplianceControls401ApplicationProblemPlusJSONResponse) VisitListComplianceControlsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListComplianceControls403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response ListComplianceControls403ApplicationProblemPlusJSONResponse) VisitListComplianceControlsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListComplianceControlsdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListComplianceControlsdefaultApplicationProblemPlusJSONResponse) VisitListComplianceControlsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetComplianceControlRequestObject struct {
+	ControlId ControlId `json:"control_id"`
+}
+
+type GetComplianceControlResponseObject interface {
+	VisitGetComplianceControlResponse(w http.ResponseWriter) error
+}
+
+type GetComplianceControl200JSONResponse ComplianceControlDetail
+
+func (response GetComplianceControl200JSONResponse) VisitGetComplianceControlResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetComplianceControl400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response GetComplianceControl400ApplicationProblemPlusJSONResponse) VisitGetComplianceControlResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetComplianceControl401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response GetComplianceControl401ApplicationProblemPlusJSONResponse) VisitGetComplianceControlResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetComplianceControl403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response GetComplianceControl403ApplicationProblemPlusJSONResponse) VisitGetComplianceControlResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetComplianceControl404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response GetComplianceControl404ApplicationProblemPlusJSONResponse) VisitGetComplianceControlResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetComplianceControldefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetComplianceControldefaultApplicationProblemPlusJSONResponse) VisitGetComplianceControlResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ClearControlNotApplicableRequestObject struct {
+	ControlId ControlId `json:"control_id"`
+}
+
+type ClearControlNotApplicableResponseObject interface {
+	VisitClearControlNotApplicableResponse(w http.ResponseWriter) error
+}
+
+type ClearControlNotApplicable200JSONResponse ComplianceControlDetail
+
+func (response ClearControlNotApplicable200JSONResponse) VisitClearControlNotApplicableResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ClearControlNotApplicable400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ClearControlNotApplicable400ApplicationProblemPlusJSONResponse) VisitClearControlNotApplicableResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ClearControlNotApplicable401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ClearControlNotApplicable401ApplicationProblemPlusJSONResponse) VisitClearControlNotApplicableResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ClearControlNotApplicable403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response ClearControlNotApplicable403ApplicationProblemPlusJSONResponse) VisitClearControlNotApplicableResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ClearControlNotApplicable404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response ClearControlNotApplicable404ApplicationProblemPlusJSONResponse) VisitClearControlNotApplicableResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ClearControlNotApplicable409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response ClearControlNotApplicable409ApplicationProblemPlusJSONResponse) VisitClearControlNotApplicableResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ClearControlNotApplicabledefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ClearControlNotApplicabledefaultApplicationProblemPlusJSONResponse) VisitClearControlNotApplicableResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type MarkControlNotApplicableRequestObject struct {
+	ControlId ControlId `json:"control_id"`
+	Body      *MarkControlNotApplicableJSONRequestBody
+}
+
+type MarkControlNotApplicableResponseObject interface {
+	VisitMarkControlNotApplicableResponse(w http.ResponseWriter) error
+}
+
+type MarkControlNotApplicable200JSONResponse ComplianceControlDetail
+
+func (response MarkControlNotApplicable200JSONResponse) VisitMarkControlNotApplicableResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type MarkControlNotApplicable400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response MarkControlNotApplicable400ApplicationProblemPlusJSONResponse) VisitMarkControlNotApplicableResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type MarkControlNotApplicable401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response MarkControlNotApplicable401ApplicationProblemPlusJSONResponse) VisitMarkControlNotApplicableResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type MarkControlNotApplicable403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response MarkControlNotApplicable403ApplicationProblemPlusJSONResponse) VisitMarkControlNotApplicableResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type MarkControlNotApplicable404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response MarkControlNotApplicable404ApplicationProblemPlusJSONResponse) VisitMarkControlNotApplicableResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type MarkControlNotApplicable409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response MarkControlNotApplicable409ApplicationProblemPlusJSONResponse) VisitMarkControlNotApplicableResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type MarkControlNotApplicable413ApplicationProblemPlusJSONResponse struct {
+	PayloadTooLargeApplicationProblemPlusJSONResponse
+}
+
+func (response MarkControlNotApplicable413ApplicationProblemPlusJSONResponse) VisitMarkControlNotApplicableResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type MarkControlNotApplicable415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response MarkControlNotApplicable415ApplicationProblemPlusJSONResponse) VisitMarkControlNotApplicableResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type MarkControlNotApplicable422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response MarkControlNotApplicable422ApplicationProblemPlusJSONResponse) VisitMarkControlNotApplicableResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type MarkControlNotApplicabledefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response MarkControlNotApplicabledefaultApplicationProblemPlusJSONResponse) VisitMarkControlNotApplicableResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListComplianceFrameworksRequestObject struct {
+}
+
+type ListComplianceFrameworksResponseObject interface {
+	VisitListComplianceFrameworksResponse(w http.ResponseWriter) error
+}
+
+type ListComplianceFrameworks200JSONResponse ComplianceFrameworkList
+
+func (response ListComplianceFrameworks200JSONResponse) VisitListComplianceFrameworksResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListComplianceFrameworks401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListComplianceFrameworks401ApplicationProblemPlusJSONResponse) VisitListComplianceFrameworksResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListComplianceFrameworks403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response ListComplianceFrameworks403ApplicationProblemPlusJSONResponse) VisitListComplianceFrameworksResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListComplianceFrameworksdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListComplianceFrameworksdefaultApplicationProblemPlusJSONResponse) VisitListComplianceFrameworksResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -13535,6 +14471,21 @@ type StrictServerInterface interface {
 	// GetCommand Get a command
 	// (GET /api/v1/commands/{command_id})
 	GetCommand(ctx context.Context, request GetCommandRequestObject) (GetCommandResponseObject, error)
+	// ListComplianceControls Controls with the tenant's status
+	// (GET /api/v1/compliance/controls)
+	ListComplianceControls(ctx context.Context, request ListComplianceControlsRequestObject) (ListComplianceControlsResponseObject, error)
+	// GetComplianceControl A control, the tenant's status and what it rests on
+	// (GET /api/v1/compliance/controls/{control_id})
+	GetComplianceControl(ctx context.Context, request GetComplianceControlRequestObject) (GetComplianceControlResponseObject, error)
+	// ClearControlNotApplicable Make a control applicable again
+	// (DELETE /api/v1/compliance/controls/{control_id}/not-applicable)
+	ClearControlNotApplicable(ctx context.Context, request ClearControlNotApplicableRequestObject) (ClearControlNotApplicableResponseObject, error)
+	// MarkControlNotApplicable Mark a control not applicable
+	// (POST /api/v1/compliance/controls/{control_id}/not-applicable)
+	MarkControlNotApplicable(ctx context.Context, request MarkControlNotApplicableRequestObject) (MarkControlNotApplicableResponseObject, error)
+	// ListComplianceFrameworks The compliance frameworks of the catalog
+	// (GET /api/v1/compliance/frameworks)
+	ListComplianceFrameworks(ctx context.Context, request ListComplianceFrameworksRequestObject) (ListComplianceFrameworksResponseObject, error)
 	// ListDeliveries List webhook deliveries
 	// (GET /api/v1/deliveries)
 	ListDeliveries(ctx context.Context, request ListDeliveriesRequestObject) (ListDeliveriesResponseObject, error)
@@ -14538,6 +15489,141 @@ func (sh *strictHandler) GetCommand(w http.ResponseWriter, r *http.Request, comm
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(GetCommandResponseObject); ok {
 		if err := validResponse.VisitGetCommandResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ListComplianceControls operation middleware
+func (sh *strictHandler) ListComplianceControls(w http.ResponseWriter, r *http.Request, params ListComplianceControlsParams) {
+	var request ListComplianceControlsRequestObject
+
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListComplianceControls(ctx, request.(ListComplianceControlsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListComplianceControls")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListComplianceControlsResponseObject); ok {
+		if err := validResponse.VisitListComplianceControlsResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetComplianceControl operation middleware
+func (sh *strictHandler) GetComplianceControl(w http.ResponseWriter, r *http.Request, controlId ControlId) {
+	var request GetComplianceControlRequestObject
+
+	request.ControlId = controlId
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetComplianceControl(ctx, request.(GetComplianceControlRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetComplianceControl")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetComplianceControlResponseObject); ok {
+		if err := validResponse.VisitGetComplianceControlResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ClearControlNotApplicable operation middleware
+func (sh *strictHandler) ClearControlNotApplicable(w http.ResponseWriter, r *http.Request, controlId ControlId) {
+	var request ClearControlNotApplicableRequestObject
+
+	request.ControlId = controlId
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ClearControlNotApplicable(ctx, request.(ClearControlNotApplicableRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ClearControlNotApplicable")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ClearControlNotApplicableResponseObject); ok {
+		if err := validResponse.VisitClearControlNotApplicableResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// MarkControlNotApplicable operation middleware
+func (sh *strictHandler) MarkControlNotApplicable(w http.ResponseWriter, r *http.Request, controlId ControlId) {
+	var request MarkControlNotApplicableRequestObject
+
+	request.ControlId = controlId
+
+	var body MarkControlNotApplicableJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.MarkControlNotApplicable(ctx, request.(MarkControlNotApplicableRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "MarkControlNotApplicable")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(MarkControlNotApplicableResponseObject); ok {
+		if err := validResponse.VisitMarkControlNotApplicableResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ListComplianceFrameworks operation middleware
+func (sh *strictHandler) ListComplianceFrameworks(w http.ResponseWriter, r *http.Request) {
+	var request ListComplianceFrameworksRequestObject
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListComplianceFrameworks(ctx, request.(ListComplianceFrameworksRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListComplianceFrameworks")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListComplianceFrameworksResponseObject); ok {
+		if err := validResponse.VisitListComplianceFrameworksResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {

@@ -31,6 +31,7 @@ import (
 	"github.com/edgeward/edgeward/controlplane/internal/assets"
 	"github.com/edgeward/edgeward/controlplane/internal/audit"
 	"github.com/edgeward/edgeward/controlplane/internal/auth"
+	"github.com/edgeward/edgeward/controlplane/internal/compliance"
 	"github.com/edgeward/edgeward/controlplane/internal/db"
 	"github.com/edgeward/edgeward/controlplane/internal/deliveries"
 	"github.com/edgeward/edgeward/controlplane/internal/deliveries/webhook"
@@ -63,6 +64,9 @@ type ServeConfig struct {
 	// RetentionInterval is how often observations past their site's
 	// retention are deleted (default discovery.DefaultRetentionInterval).
 	RetentionInterval time.Duration
+	// ComplianceInterval is how often every tenant's controls are
+	// evaluated besides after domain events (compliance.DefaultInterval).
+	ComplianceInterval time.Duration
 	// Deliveries are the webhook delivery settings.
 	Deliveries DeliverySettings
 }
@@ -119,6 +123,7 @@ type rest struct {
 	*evidenceAPI
 	*ticketsAPI
 	*deliveriesAPI
+	*complianceAPI
 }
 
 type (
@@ -132,6 +137,7 @@ type (
 	evidenceAPI   = evidence.API
 	ticketsAPI    = tickets.API
 	deliveriesAPI = deliveries.API
+	complianceAPI = compliance.API
 )
 
 // health and readiness are the bodies of /healthz and /readyz (schemas
@@ -185,7 +191,7 @@ func Start(ctx context.Context, cfg ServeConfig) (*Server, error) {
 		HeartbeatInterval: cfg.AgentHeartbeatInterval, Metrics: agents.NewMetrics(reg),
 		Discovery: discovery.Ingest{Assets: assetStore, Alerts: alerts.Raiser{Assets: assetStore}}}
 	agentSvc := agents.New(agentsCfg, log)
-	delivery, jobClient, err := s.deliveries(reg)
+	delivery, evaluations, jobClient, err := s.deliveries(reg)
 	if err != nil {
 		pool.Close()
 		return nil, err
@@ -212,6 +218,7 @@ func Start(ctx context.Context, cfg ServeConfig) (*Server, error) {
 		evidenceAPI:   &evidence.API{Pool: pool},
 		ticketsAPI:    &tickets.API{Pool: pool},
 		deliveriesAPI: &deliveries.API{S: delivery},
+		complianceAPI: &compliance.API{Pool: pool, Runner: evaluations},
 	}, nil, api.StrictHTTPServerOptions{
 		RequestErrorHandlerFunc:  gate.ErrorHandler(),
 		ResponseErrorHandlerFunc: gate.ErrorHandler(),
@@ -271,35 +278,38 @@ func Start(ctx context.Context, cfg ServeConfig) (*Server, error) {
 
 // deliveries builds the webhook delivery service and the job client that
 // runs its attempts.
-func (s *Server) deliveries(reg prometheus.Registerer) (*deliveries.Service, *jobs.Client, error) {
+func (s *Server) deliveries(reg prometheus.Registerer) (*deliveries.Service, *compliance.Runner, *jobs.Client, error) {
 	d := s.cfg.Deliveries
 	keys, err := secrets.Load(d.SecretsKeys, s.cfg.DataDir)
 	if err != nil {
-		return nil, nil, fmt.Errorf("serve: %w", err)
+		return nil, nil, nil, fmt.Errorf("serve: %w", err)
 	}
 	guard, err := webhook.ParseAllow(d.AllowHosts)
 	if err != nil {
-		return nil, nil, fmt.Errorf("serve: --webhook-allow-hosts: %w", err)
+		return nil, nil, nil, fmt.Errorf("serve: --webhook-allow-hosts: %w", err)
 	}
 	sender := &webhook.Sender{Guard: guard, Timeout: d.Timeout}
 	if d.CAFile != "" {
 		pemBytes, err := os.ReadFile(d.CAFile)
 		if err != nil {
-			return nil, nil, fmt.Errorf("serve: --webhook-ca-file: %w", err)
+			return nil, nil, nil, fmt.Errorf("serve: --webhook-ca-file: %w", err)
 		}
 		roots, err := x509.SystemCertPool()
 		if err != nil {
 			roots = x509.NewCertPool()
 		}
 		if !roots.AppendCertsFromPEM(pemBytes) {
-			return nil, nil, fmt.Errorf("serve: --webhook-ca-file %s holds no PEM certificate", d.CAFile)
+			return nil, nil, nil, fmt.Errorf("serve: --webhook-ca-file %s holds no PEM certificate", d.CAFile)
 		}
 		sender.RootCAs = roots
 	}
+	evaluations := compliance.NewRunner(s.pool, s.cfg.ComplianceInterval, s.cfg.Logger)
 	svc := deliveries.New(deliveries.Config{Pool: s.pool, Keys: keys, Sender: sender, Schedule: d.Schedule,
-		DisableAfter: d.DisableAfter, SweepInterval: d.SweepInterval, Logger: s.cfg.Logger, Metrics: deliveries.NewMetrics(reg)})
+		DisableAfter: d.DisableAfter, SweepInterval: d.SweepInterval, Logger: s.cfg.Logger, Metrics: deliveries.NewMetrics(reg),
+		AfterDispatch: evaluations.OnEvents})
 	workers := river.NewWorkers()
 	svc.Register(workers)
+	evaluations.Register(workers)
 	rescue := d.RescueAfter
 	if rescue <= 0 {
 		rescue = svc.JobTimeout() + time.Minute
@@ -308,13 +318,14 @@ func (s *Server) deliveries(reg prometheus.Registerer) (*deliveries.Service, *jo
 	if n <= 0 {
 		n = deliveries.DefaultWorkers
 	}
-	client, err := jobs.New(jobs.Config{Pool: s.pool, Workers: workers, Queues: map[string]int{deliveries.Queue: n},
-		JobTimeout: svc.JobTimeout(), RescueAfter: rescue, Logger: s.cfg.Logger})
+	client, err := jobs.New(jobs.Config{Pool: s.pool, Workers: workers, Queues: map[string]int{deliveries.Queue: n, compliance.Queue: 2},
+		JobTimeout: svc.JobTimeout(), RescueAfter: rescue, PeriodicJobs: evaluations.PeriodicJobs(), Logger: s.cfg.Logger})
 	if err != nil {
-		return nil, nil, fmt.Errorf("serve: %w", err)
+		return nil, nil, nil, fmt.Errorf("serve: %w", err)
 	}
 	svc.Attach(client)
-	return svc, client, nil
+	evaluations.Attach(client)
+	return svc, evaluations, client, nil
 }
 
 // runJobs runs the job client until ctx ends, then lets running jobs finish

@@ -12,6 +12,8 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
+
+	"github.com/edgeward/edgeward/controlplane/internal/compliance/catalog"
 )
 
 //go:embed migrations/*.sql
@@ -71,6 +73,9 @@ func Migrate(ctx context.Context, ownerURL string, opts MigrateOptions) error {
 	if err := migrateRiver(ctx, ownerURL); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
+	if err := loadCatalog(ctx, cfg, log); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
 	if _, err := sqlDB.ExecContext(ctx, fmt.Sprintf(
 		"GRANT CONNECT ON DATABASE %s TO %s; GRANT USAGE ON SCHEMA public TO %s",
 		pgx.Identifier{cfg.Database}.Sanitize(), RuntimeRole, RuntimeRole)); err != nil {
@@ -118,6 +123,32 @@ func ensureRuntimeRole(ctx context.Context, conn *pgx.Conn, password string) err
 		if _, err := conn.Exec(ctx, stmt); err != nil {
 			return fmt.Errorf("set runtime role password: %w", err)
 		}
+	}
+	return nil
+}
+
+// loadCatalog stores the compliance catalog embedded in this binary when the
+// database holds another version: a newer binary's migrate upgrades it in
+// place.
+func loadCatalog(ctx context.Context, cfg *pgx.ConnConfig, log *slog.Logger) error {
+	c, err := catalog.Load()
+	if err != nil {
+		return err
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("catalog: connect: %w", err)
+	}
+	defer func() { _ = conn.Close(ctx) }()
+	var wrote bool
+	if err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		wrote, err = catalog.Store(ctx, tx, c)
+		return err
+	}); err != nil {
+		return err
+	}
+	if wrote {
+		log.Info("compliance catalog loaded", "version", c.Version, "controls", len(c.Controls))
 	}
 	return nil
 }

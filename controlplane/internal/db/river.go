@@ -12,6 +12,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivermigrate"
+
+	"github.com/edgeward/edgeward/controlplane/internal/compliance/catalog"
 )
 
 // JobSchema is the schema of River's job queue tables. They are not tenant
@@ -90,6 +92,7 @@ func SchemaFingerprint() (string, error) {
 	if err != nil {
 		return "", err
 	}
+	_, _ = h.Write([]byte("catalog\x00" + catalog.Version() + "\x00"))
 	for _, m := range migrator.AllVersions() {
 		_, _ = h.Write([]byte("river\x00" + strconv.Itoa(m.Version) + "\x00"))
 		_, _ = h.Write([]byte(m.SQLUp))

@@ -275,9 +275,9 @@ func (d Destination) etag() *string {
 func (d Destination) toAPI() api.DeliveryDestination {
 	out := api.DeliveryDestination{
 		Id: d.ID, Name: d.Name, Url: d.URL, Enabled: d.Enabled, State: api.DeliveryDestinationState(d.State()),
-		DisabledAt: utc(d.DisabledAt), PreviousSecretExpiresAt: utc(d.PreviousSecretExpiresAt),
-		Health: api.DeliveryDestinationHealth{LastSuccessAt: utc(d.LastSuccessAt), LastFailureAt: utc(d.LastFailureAt),
-			FailingSince: utc(d.FailingSince), ConsecutiveFailures: d.ConsecutiveFailures, PendingDeliveries: d.Pending},
+		DisabledAt: api.UTC(d.DisabledAt), PreviousSecretExpiresAt: api.UTC(d.PreviousSecretExpiresAt),
+		Health: api.DeliveryDestinationHealth{LastSuccessAt: api.UTC(d.LastSuccessAt), LastFailureAt: api.UTC(d.LastFailureAt),
+			FailingSince: api.UTC(d.FailingSince), ConsecutiveFailures: d.ConsecutiveFailures, PendingDeliveries: d.Pending},
 		Version: d.Version, CreatedAt: d.CreatedAt.UTC(), UpdatedAt: d.UpdatedAt.UTC(),
 		EventTypes: make([]api.DeliveryEventType, 0, len(d.EventTypes)),
 	}
@@ -302,9 +302,9 @@ func (d Delivery) toAPI() api.Delivery {
 		Id: d.ID, WebhookId: d.WebhookID(), DestinationId: d.DestinationID,
 		Event: api.DeliveryEvent{Id: d.EventID, Type: api.DeliveryEventType(d.EventType), AggregateType: d.AggregateType,
 			AggregateId: d.AggregateID, CreatedAt: d.EventCreatedAt.UTC()},
-		Status: api.DeliveryStatus(d.Status), AttemptCount: d.AttemptCount, NextRetryAt: utc(d.NextRetryAt),
-		LastAttemptAt: utc(d.LastAttemptAt), LastStatusCode: d.LastStatusCode,
-		CreatedAt: d.CreatedAt.UTC(), UpdatedAt: d.UpdatedAt.UTC(), CompletedAt: utc(d.CompletedAt),
+		Status: api.DeliveryStatus(d.Status), AttemptCount: d.AttemptCount, NextRetryAt: api.UTC(d.NextRetryAt),
+		LastAttemptAt: api.UTC(d.LastAttemptAt), LastStatusCode: d.LastStatusCode,
+		CreatedAt: d.CreatedAt.UTC(), UpdatedAt: d.UpdatedAt.UTC(), CompletedAt: api.UTC(d.CompletedAt),
 	}
 	if d.LastErrorClass != nil {
 		c := api.DeliveryErrorClass(*d.LastErrorClass)
@@ -326,10 +326,3 @@ func (a Attempt) toAPI() api.DeliveryAttempt {
 	return out
 }
 
-func utc(t *time.Time) *time.Time {
-	if t == nil {
-		return nil
-	}
-	u := t.UTC()
-	return &u
-}

@@ -61,6 +61,10 @@ type Config struct {
 	SweepInterval time.Duration
 	Logger        *slog.Logger
 	Metrics       *Metrics
+	// AfterDispatch, when set, runs inside each dispatch transaction with
+	// the types of the events it dispatched: other consumers of the outbox
+	// (compliance evaluation) queue their work atomically with it.
+	AfterDispatch func(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, eventTypes []string) error
 }
 
 // Service owns the outbox dispatcher and the attempt worker.
@@ -327,6 +331,17 @@ func (s *Service) dispatchBatch(ctx context.Context, tx pgx.Tx, tenantID uuid.UU
 	}
 	if _, err := tx.Exec(ctx, `UPDATE outbox_events SET dispatched_at = now() WHERE id = ANY($1)`, eventIDsAll); err != nil {
 		return 0, 0, fmt.Errorf("mark dispatched: %w", err)
+	}
+	if s.cfg.AfterDispatch != nil {
+		types := make([]string, 0, len(events))
+		for _, e := range events {
+			if !slices.Contains(types, e.Type) {
+				types = append(types, e.Type)
+			}
+		}
+		if err := s.cfg.AfterDispatch(ctx, tx, tenantID, types); err != nil {
+			return 0, 0, err
+		}
 	}
 	s.cfg.Metrics.created.Add(float64(len(ids)))
 	return len(events), len(ids), nil

@@ -33,6 +33,8 @@ const (
 	KindObservation   = "observation"
 	KindTriage        = "triage"
 	KindAuthorization = "authorization"
+	// KindControlEvaluation is a compliance evaluator's verdict.
+	KindControlEvaluation = "control_evaluation"
 )
 
 // Record is evidence to keep.

@@ -39,7 +39,9 @@ type Config struct {
 	// takes its replica for dead and schedules it again. It must be longer
 	// than JobTimeout.
 	RescueAfter time.Duration
-	Logger      *slog.Logger
+	// PeriodicJobs are scheduled by the elected leader replica.
+	PeriodicJobs []*river.PeriodicJob
+	Logger       *slog.Logger
 }
 
 // New makes a client; Start runs it.
@@ -62,6 +64,7 @@ func New(cfg Config) (*Client, error) {
 		Schema:               db.JobSchema,
 		Queues:               queues,
 		Workers:              cfg.Workers,
+		PeriodicJobs:         cfg.PeriodicJobs,
 		JobTimeout:           cfg.JobTimeout,
 		RescueStuckJobsAfter: cfg.RescueAfter,
 		// New jobs are announced by NOTIFY; the short cooldown lets a burst

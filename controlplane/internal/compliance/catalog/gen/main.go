@@ -1,0 +1,227 @@
+// Command gen turns NIST's OSCAL SP 800-53 Rev. 5 catalog and resolved
+// baselines into the compact tables the catalog package embeds. The OSCAL
+// files are large and carry prose we never serve, so the repository keeps only
+// this tool's output; a test regenerates it and compares byte for byte, which
+// keeps the committed table generated rather than edited by hand.
+//
+// Run from the controlplane module:
+//
+//	go run ./internal/compliance/catalog/gen \
+//	    -oscal /work/shared/reference/nist-sp800-53-rev5 \
+//	    -out internal/compliance/catalog/data/nist-800-53-r5.tsv
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// defaultBaselinesVersion names the OSCAL content release of baselines.json.
+// The file itself carries no version; the README beside it names 5.1.1.
+const defaultBaselinesVersion = "5.1.1"
+
+// baselineOrder fixes the order of baseline names in the baselines column.
+var baselineOrder = []string{"low", "moderate", "high", "privacy"}
+
+func main() {
+	oscal := flag.String("oscal", "../../shared/reference/nist-sp800-53-rev5",
+		"directory holding NIST's OSCAL catalog.json and baselines.json")
+	out := flag.String("out", "internal/compliance/catalog/data/nist-800-53-r5.tsv",
+		"control table to write")
+	families := flag.String("families", "",
+		"family table to write (default: nist-800-53-r5-families.tsv beside -out)")
+	baselinesVersion := flag.String("baselines-version", defaultBaselinesVersion,
+		"OSCAL content version of baselines.json, recorded in the table header")
+	flag.Parse()
+
+	if *families == "" {
+		*families = filepath.Join(filepath.Dir(*out), "nist-800-53-r5-families.tsv")
+	}
+	if err := run(*oscal, *out, *families, *baselinesVersion); err != nil {
+		fmt.Fprintln(os.Stderr, "gen:", err)
+		os.Exit(1)
+	}
+}
+
+func run(oscalDir, outPath, familiesPath, baselinesVersion string) error {
+	var cat oscalCatalogFile
+	if err := readJSON(filepath.Join(oscalDir, "catalog.json"), &cat); err != nil {
+		return err
+	}
+	var bl baselinesFile
+	if err := readJSON(filepath.Join(oscalDir, "baselines.json"), &bl); err != nil {
+		return err
+	}
+	controls, families, err := render(cat.Catalog, bl, baselinesVersion)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(outPath, controls, 0o644); err != nil {
+		return fmt.Errorf("write controls: %w", err)
+	}
+	if err := os.WriteFile(familiesPath, families, 0o644); err != nil {
+		return fmt.Errorf("write families: %w", err)
+	}
+	return nil
+}
+
+// The subset of OSCAL's catalog model the tables need.
+type oscalCatalogFile struct {
+	Catalog oscalCatalog `json:"catalog"`
+}
+
+type oscalCatalog struct {
+	Metadata struct {
+		Version      string `json:"version"`
+		OSCALVersion string `json:"oscal-version"`
+		LastModified string `json:"last-modified"`
+	} `json:"metadata"`
+	Groups []oscalGroup `json:"groups"`
+}
+
+type oscalGroup struct {
+	ID       string         `json:"id"`
+	Title    string         `json:"title"`
+	Controls []oscalControl `json:"controls"`
+}
+
+type oscalControl struct {
+	ID       string         `json:"id"`
+	Title    string         `json:"title"`
+	Props    []oscalProp    `json:"props"`
+	Controls []oscalControl `json:"controls"`
+}
+
+type oscalProp struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+	Class string `json:"class"`
+}
+
+type baselinesFile struct {
+	Source    string              `json:"source"`
+	Baselines map[string][]string `json:"baselines"`
+}
+
+func readJSON(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read OSCAL input: %w", err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("parse %s: %w", path, err)
+	}
+	return nil
+}
+
+// render builds both tables. Rows follow the catalog's own order (families,
+// then controls, each enhancement right after its parent), which is also the
+// sort column, so output is stable for the same input.
+func render(cat oscalCatalog, bl baselinesFile, baselinesVersion string) (controls, families []byte, err error) {
+	if cat.Metadata.Version == "" {
+		return nil, nil, fmt.Errorf("catalog.json has no metadata.version")
+	}
+	for _, name := range slices.Sorted(maps.Keys(bl.Baselines)) {
+		if !slices.Contains(baselineOrder, name) {
+			return nil, nil, fmt.Errorf("baselines.json: unknown baseline %q", name)
+		}
+	}
+
+	member := map[string][]string{} // control id -> baselines, in baselineOrder
+	for _, name := range baselineOrder {
+		ids, ok := bl.Baselines[name]
+		if !ok {
+			return nil, nil, fmt.Errorf("baselines.json: no %q baseline", name)
+		}
+		for _, id := range ids {
+			member[id] = append(member[id], name)
+		}
+	}
+
+	var ctl, fam strings.Builder
+	fmt.Fprintf(&ctl, "# NIST SP 800-53 Rev. 5 controls from the OSCAL catalog version %s (OSCAL %s, last modified %s)"+
+		" and the OSCAL resolved LOW, MODERATE, HIGH and PRIVACY baselines version %s; generated by gen; do not edit.\n",
+		cat.Metadata.Version, cat.Metadata.OSCALVersion, cat.Metadata.LastModified, baselinesVersion)
+	ctl.WriteString("key\tlabel\tfamily\tparent\twithdrawn\tbaselines\tsort\ttitle\n")
+	fmt.Fprintf(&fam, "# NIST SP 800-53 Rev. 5 control families from the OSCAL catalog version %s; generated by gen; do not edit.\n",
+		cat.Metadata.Version)
+	fam.WriteString("id\ttitle\n")
+
+	seen := map[string]bool{}
+	sort := 0
+	var walk func(c oscalControl, family, parent string) error
+	walk = func(c oscalControl, family, parent string) error {
+		if c.ID == "" || seen[c.ID] {
+			return fmt.Errorf("catalog.json: empty or duplicate control id %q", c.ID)
+		}
+		seen[c.ID] = true
+		label := prop(c.Props, "label")
+		if label == "" {
+			return fmt.Errorf("catalog.json: control %s has no label", c.ID)
+		}
+		sort++
+		fields := []string{
+			c.ID,
+			label,
+			family,
+			parent,
+			strconv.FormatBool(prop(c.Props, "status") == "withdrawn"),
+			strings.Join(member[c.ID], ","),
+			strconv.Itoa(sort),
+			clean(c.Title),
+		}
+		ctl.WriteString(strings.Join(fields, "\t"))
+		ctl.WriteByte('\n')
+		for _, e := range c.Controls {
+			if err := walk(e, family, c.ID); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for _, g := range cat.Groups {
+		family := strings.ToUpper(g.ID)
+		fam.WriteString(family + "\t" + clean(g.Title) + "\n")
+		for _, c := range g.Controls {
+			if err := walk(c, family, ""); err != nil {
+				return nil, nil, err
+			}
+		}
+	}
+	for id := range member {
+		if !seen[id] {
+			return nil, nil, fmt.Errorf("baselines.json names %s, which the catalog lacks", id)
+		}
+	}
+	return []byte(ctl.String()), []byte(fam.String()), nil
+}
+
+// prop returns the named property's value. OSCAL content from 5.1 on adds
+// classed label variants (e.g. zero-padded); the unclassed one is canonical.
+func prop(props []oscalProp, name string) string {
+	found := ""
+	for _, p := range props {
+		if p.Name != name {
+			continue
+		}
+		if p.Class == "" {
+			return p.Value
+		}
+		if found == "" {
+			found = p.Value
+		}
+	}
+	return found
+}
+
+// clean collapses whitespace so a value can never break the TSV layout.
+func clean(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}

@@ -1,0 +1,304 @@
+package compliance_test
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/edgeward/edgeward/controlplane/internal/apitest"
+	"github.com/edgeward/edgeward/controlplane/internal/caller"
+	"github.com/edgeward/edgeward/controlplane/internal/compliance"
+	"github.com/edgeward/edgeward/controlplane/internal/db"
+	"github.com/edgeward/edgeward/controlplane/internal/evidence"
+)
+
+type control struct {
+	ID        string   `json:"id"`
+	Label     string   `json:"label"`
+	Family    string   `json:"family"`
+	ParentID  *string  `json:"parent_id"`
+	Withdrawn bool     `json:"withdrawn"`
+	Baselines []string `json:"baselines"`
+	URL       *string  `json:"url"`
+	Status    struct {
+		Status        string  `json:"status"`
+		Evaluator     *string `json:"evaluator"`
+		Reason        *string `json:"reason"`
+		Justification *string `json:"justification"`
+	} `json:"status"`
+}
+
+type detail struct {
+	Control             control `json:"control"`
+	EvaluatedByEdgeward bool    `json:"evaluated_by_edgeward"`
+	Evidence            []struct {
+		EvidenceID string `json:"evidence_id"`
+		Role       string `json:"role"`
+		Kind       string `json:"kind"`
+	} `json:"evidence"`
+	Mappings []struct {
+		ControlID string `json:"control_id"`
+		Source    string `json:"source"`
+	} `json:"mappings"`
+}
+
+func getDetail(t *testing.T, c *apitest.Client, id string) detail {
+	t.Helper()
+	r := c.Do(http.MethodGet, "/api/v1/compliance/controls/"+id, nil)
+	require.Equal(t, http.StatusOK, r.Status, "%s", r.Body)
+	var d detail
+	r.JSON(t, &d)
+	return d
+}
+
+func evaluate(t *testing.T, env *apitest.Env, tenant uuid.UUID) {
+	t.Helper()
+	ctx := context.Background()
+	require.NoError(t, db.InTenant(ctx, env.DB.App, tenant, func(tx pgx.Tx) error {
+		_, err := compliance.Evaluate(ctx, tx, tenant, compliance.DefaultParams)
+		return err
+	}))
+}
+
+func TestCatalogReads(t *testing.T) {
+	env := apitest.Start(t)
+	auditor := env.Client(t, env.IssueToken(t, env.Tenant.ID, caller.RoleAuditor, "auditor").Secret)
+
+	r := auditor.Do(http.MethodGet, "/api/v1/compliance/frameworks", nil)
+	require.Equal(t, http.StatusOK, r.Status)
+	var fw struct {
+		CatalogVersion string `json:"catalog_version"`
+		Items          []struct {
+			ID           string `json:"id"`
+			ControlCount int    `json:"control_count"`
+		} `json:"items"`
+	}
+	r.JSON(t, &fw)
+	assert.NotEmpty(t, fw.CatalogVersion)
+	counts := map[string]int{}
+	for _, f := range fw.Items {
+		counts[f.ID] = f.ControlCount
+	}
+	assert.Equal(t, 322+867, counts["nist-800-53-r5"])
+	assert.Equal(t, 153, counts["cis-v8"])
+	assert.Equal(t, 93, counts["iso27001-2022"])
+	assert.Positive(t, counts["soc2-2017"])
+
+	// Filters and the cursor walk the catalog in order.
+	r = auditor.Do(http.MethodGet, "/api/v1/compliance/controls?framework=nist-800-53-r5&family=cm&limit=5", nil)
+	require.Equal(t, http.StatusOK, r.Status)
+	var page struct {
+		Items      []control `json:"items"`
+		NextCursor *string   `json:"next_cursor"`
+	}
+	r.JSON(t, &page)
+	require.Len(t, page.Items, 5)
+	assert.Equal(t, "CM-1", page.Items[0].Label)
+	require.NotNil(t, page.NextCursor)
+	seen := len(page.Items)
+	for page.NextCursor != nil {
+		r = auditor.Do(http.MethodGet, "/api/v1/compliance/controls?framework=nist-800-53-r5&family=cm&limit=200&cursor="+*page.NextCursor, nil)
+		page.Items, page.NextCursor = nil, nil
+		r.JSON(t, &page)
+		seen += len(page.Items)
+	}
+	assert.Greater(t, seen, 60, "CM has 14 base controls and dozens of enhancements")
+
+	r = auditor.Do(http.MethodGet, "/api/v1/compliance/controls?q=inventory&framework=nist-800-53-r5", nil)
+	page.Items = nil
+	r.JSON(t, &page)
+	var labels []string
+	for _, c := range page.Items {
+		labels = append(labels, c.Label)
+	}
+	assert.Contains(t, labels, "CM-8")
+
+	d := getDetail(t, auditor, "nist-800-53-r5:cm-8.3")
+	assert.Equal(t, "CM-8(3)", d.Control.Label)
+	require.NotNil(t, d.Control.ParentID)
+	assert.Equal(t, "nist-800-53-r5:cm-8", *d.Control.ParentID)
+	assert.True(t, d.EvaluatedByEdgeward)
+	assert.Equal(t, "unknown", d.Control.Status.Status)
+	assert.NotNil(t, d.Control.URL)
+	assert.Contains(t, d.Control.Baselines, "moderate")
+
+	auditor.Do(http.MethodGet, "/api/v1/compliance/controls/nist-800-53-r5:zz-99", nil).Problem(t, http.StatusNotFound)
+	auditor.Do(http.MethodGet, "/api/v1/compliance/controls/NOT%20AN%20ID", nil).Problem(t, http.StatusBadRequest)
+}
+
+// newAlert inserts an open unauthorized-device alert first seen `age` ago,
+// with observation evidence whose content carries marker.
+func newAlert(t *testing.T, env *apitest.Env, tenantID uuid.UUID, age time.Duration, marker string) (alertID, evidenceID uuid.UUID) {
+	t.Helper()
+	ctx := context.Background()
+	alertID, assetID := uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7())
+	require.NoError(t, db.InTenant(ctx, env.DB.Owner, tenantID, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO assets (tenant_id, id, name, source, first_seen_at, last_seen_at)
+			VALUES ($1, $2, 'rogue', 'discovery', now(), now())`, tenantID, assetID); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO alerts (tenant_id, id, type, status, severity, title, asset_id, first_seen_at, last_seen_at,
+			created_at, updated_at) VALUES ($1, $2, 'unauthorized_device', 'open', 'high', 'Unauthorized device', $3,
+			now() - make_interval(secs => $4), now(), now(), now())`, tenantID, alertID, assetID, age.Seconds()); err != nil {
+			return err
+		}
+		var err error
+		evidenceID, err = evidence.Add(ctx, tx, tenantID, evidence.Record{Kind: evidence.KindObservation, AlertID: &alertID, AssetID: &assetID,
+			SourceType: "observation", SourceID: "test", Content: map[string]any{"note": marker}})
+		return err
+	}))
+	return alertID, evidenceID
+}
+
+func TestUnauthorizedSLAFlipsWithTheAlertAndCitesItsEvidence(t *testing.T) {
+	env := apitest.Start(t)
+	admin := env.Client(t, env.AdminToken)
+	const marker = "RAW-EVIDENCE-MARKER-5581"
+	alertID, evidenceID := newAlert(t, env, env.Tenant.ID, 25*time.Hour, marker)
+
+	evaluate(t, env, env.Tenant.ID)
+	r := admin.Do(http.MethodGet, "/api/v1/compliance/controls/nist-800-53-r5:cm-8.3", nil)
+	assert.NotContains(t, string(r.Body), marker, "control detail never embeds evidence content")
+	var d detail
+	r.JSON(t, &d)
+	assert.Equal(t, "failing", d.Control.Status.Status)
+	assert.Contains(t, *d.Control.Status.Reason, "past the 24h0m0s SLA")
+	roles := map[string]string{}
+	for _, e := range d.Evidence {
+		roles[e.EvidenceID] = e.Role
+	}
+	assert.Equal(t, "cited", roles[evidenceID.String()], "the overdue alert's evidence is linked")
+	assert.Contains(t, roles, func() string {
+		for id, role := range roles {
+			if role == "evaluation" {
+				return id
+			}
+		}
+		return ""
+	}())
+	assert.Equal(t, "failing", getDetail(t, admin, "cis-v8:1.2").Control.Status.Status, "CIS 1.2 follows the same evaluator")
+
+	// Another tenant sees neither the status nor the links.
+	other, _ := env.NewTenant(t, "other")
+	outsider := env.Client(t, env.IssueToken(t, other.ID, caller.RoleAuditor, "outsider").Secret)
+	od := getDetail(t, outsider, "nist-800-53-r5:cm-8.3")
+	assert.Equal(t, "unknown", od.Control.Status.Status)
+	assert.Empty(t, od.Evidence)
+
+	// Resolving the alert flips it back; the evaluation is evidence.
+	r = admin.Do(http.MethodPost, "/api/v1/alerts/"+alertID.String()+"/resolve", map[string]any{"resolution": "removed"})
+	require.Equal(t, http.StatusOK, r.Status, "%s", r.Body)
+	evaluate(t, env, env.Tenant.ID)
+	d = getDetail(t, admin, "nist-800-53-r5:cm-8.3")
+	assert.Equal(t, "passing", d.Control.Status.Status)
+	for _, e := range d.Evidence {
+		assert.NotEqual(t, "cited", e.Role, "a passing verdict cites no overdue alert")
+	}
+	r = admin.Do(http.MethodGet, "/api/v1/evidence?kind=control_evaluation", nil)
+	require.Equal(t, http.StatusOK, r.Status)
+	assert.Contains(t, string(r.Body), "unauthorized_assets_within_sla")
+
+	// An evaluation that changes nothing makes no new evidence.
+	before := strings.Count(string(admin.Do(http.MethodGet, "/api/v1/evidence?kind=control_evaluation&limit=200", nil).Body), `"id"`)
+	evaluate(t, env, env.Tenant.ID)
+	after := strings.Count(string(admin.Do(http.MethodGet, "/api/v1/evidence?kind=control_evaluation&limit=200", nil).Body), `"id"`)
+	assert.Equal(t, before, after)
+}
+
+func TestTamperedAuditChainFailsAU9(t *testing.T) {
+	env := apitest.Start(t)
+	admin := env.Client(t, env.AdminToken)
+	evaluate(t, env, env.Tenant.ID)
+	assert.Equal(t, "passing", getDetail(t, admin, "nist-800-53-r5:au-9").Control.Status.Status)
+	assert.Equal(t, "passing", getDetail(t, admin, "nist-800-53-r5:au-12").Control.Status.Status)
+
+	ctx := context.Background()
+	require.NoError(t, db.InTenant(ctx, env.DB.Owner, env.Tenant.ID, func(tx pgx.Tx) error {
+		for _, stmt := range []string{"ALTER TABLE audit_events DISABLE TRIGGER audit_events_no_update_delete",
+			`UPDATE audit_events SET details = '{"forged": true}' WHERE seq = 1`,
+			"ALTER TABLE audit_events ENABLE TRIGGER audit_events_no_update_delete"} {
+			if _, err := tx.Exec(ctx, stmt); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+	evaluate(t, env, env.Tenant.ID)
+	d := getDetail(t, admin, "nist-800-53-r5:au-9")
+	assert.Equal(t, "failing", d.Control.Status.Status)
+	assert.Contains(t, *d.Control.Status.Reason, "broken at event 1")
+}
+
+func TestNotApplicableIsAuditedAndLeftAloneByEvaluators(t *testing.T) {
+	env := apitest.Start(t)
+	admin := env.Client(t, env.AdminToken)
+	auditor := env.Client(t, env.IssueToken(t, env.Tenant.ID, caller.RoleAuditor, "auditor").Secret)
+	path := "/api/v1/compliance/controls/nist-800-53-r5:ia-3/not-applicable"
+
+	auditor.Do(http.MethodPost, path, map[string]any{"justification": "x"}).Problem(t, http.StatusForbidden)
+	assert.Equal(t, "validation_failed", admin.Do(http.MethodPost, path, map[string]any{"justification": "  "}).Problem(t, http.StatusUnprocessableEntity).Code)
+	admin.Do(http.MethodDelete, path, nil).Problem(t, http.StatusConflict)
+
+	r := admin.Do(http.MethodPost, path, map[string]any{"justification": "no agents on this tenant: devices are managed elsewhere"})
+	require.Equal(t, http.StatusOK, r.Status, "%s", r.Body)
+	var d detail
+	r.JSON(t, &d)
+	assert.Equal(t, "not_applicable", d.Control.Status.Status)
+	require.NotNil(t, d.Control.Status.Justification)
+
+	evaluate(t, env, env.Tenant.ID)
+	assert.Equal(t, "not_applicable", getDetail(t, admin, "nist-800-53-r5:ia-3").Control.Status.Status)
+	r = admin.Do(http.MethodGet, "/api/v1/compliance/controls?status=not_applicable", nil)
+	assert.Contains(t, string(r.Body), "nist-800-53-r5:ia-3")
+
+	r = admin.Do(http.MethodDelete, path, nil)
+	require.Equal(t, http.StatusOK, r.Status, "%s", r.Body)
+	r.JSON(t, &d)
+	assert.Equal(t, "unknown", d.Control.Status.Status)
+	r = admin.Do(http.MethodGet, "/api/v1/audit/events?target_type=control", nil)
+	assert.Contains(t, string(r.Body), "compliance.control_not_applicable")
+	assert.Contains(t, string(r.Body), "compliance.control_applicable")
+}
+
+// TestDomainEventsTriggerEvaluation: an asset authorization (a domain
+// event) queues the tenant's evaluation, which runs without anyone asking.
+// The scheduled sweep runs once at start; the tenant is made after it, so
+// only the event can have evaluated it.
+func TestDomainEventsTriggerEvaluation(t *testing.T) {
+	env := apitest.Start(t)
+	waitEvaluated(t, env.Client(t, env.AdminToken), "the start-up sweep")
+	tenant, token := env.NewTenant(t, "later")
+	admin := env.Client(t, token)
+	ctx := context.Background()
+	assetID := uuid.Must(uuid.NewV7())
+	require.NoError(t, db.InTenant(ctx, env.DB.Owner, tenant.ID, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO assets (tenant_id, id, name, source, first_seen_at, last_seen_at)
+			VALUES ($1, $2, 'printer', 'discovery', now(), now())`, tenant.ID, assetID)
+		return err
+	}))
+	assert.Nil(t, getDetail(t, admin, "nist-800-53-r5:cm-8").Control.Status.Evaluator)
+	r := admin.Do(http.MethodPost, "/api/v1/assets/"+assetID.String()+"/authorize", map[string]any{"reason": "known printer"})
+	require.Equal(t, http.StatusOK, r.Status, "%s", r.Body)
+	waitEvaluated(t, admin, "the asset.authorized event")
+}
+
+func waitEvaluated(t *testing.T, c *apitest.Client, what string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		d := getDetail(t, c, "nist-800-53-r5:cm-8")
+		if d.Control.Status.Evaluator != nil {
+			assert.Equal(t, "asset_inventory_coverage", *d.Control.Status.Evaluator)
+			return
+		}
+		require.True(t, time.Now().Before(deadline), "no evaluation followed %s", what)
+		time.Sleep(200 * time.Millisecond)
+	}
+}
