@@ -76,7 +76,6 @@ func scanToken(row pgx.Row) (EnrollmentToken, error) {
 	return t, err
 }
 
-
 func validateLabels(labels map[string]string) error {
 	keys := make([]string, 0, len(labels))
 	for k := range labels {

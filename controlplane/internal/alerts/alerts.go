@@ -281,4 +281,3 @@ func idString(id *uuid.UUID) any {
 	}
 	return id.String()
 }
-

@@ -325,4 +325,3 @@ func (a Attempt) toAPI() api.DeliveryAttempt {
 	}
 	return out
 }
-
