@@ -308,6 +308,42 @@ func (e CommandType) Valid() bool {
 	}
 }
 
+// Defines values for CompliancePolicyKind.
+const (
+	Baseline CompliancePolicyKind = "baseline"
+	Tenant   CompliancePolicyKind = "tenant"
+)
+
+// Valid indicates whether the value is a known member of the CompliancePolicyKind enum.
+func (e CompliancePolicyKind) Valid() bool {
+	switch e {
+	case Baseline:
+		return true
+	case Tenant:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for CompliancePolicyVersionChange.
+const (
+	Forked  CompliancePolicyVersionChange = "forked"
+	Updated CompliancePolicyVersionChange = "updated"
+)
+
+// Valid indicates whether the value is a known member of the CompliancePolicyVersionChange enum.
+func (e CompliancePolicyVersionChange) Valid() bool {
+	switch e {
+	case Forked:
+		return true
+	case Updated:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for ControlEvidenceRefRole.
 const (
 	Cited      ControlEvidenceRefRole = "cited"
@@ -452,6 +488,8 @@ const (
 	AssetAuthorized             DeliveryEventType = "asset.authorized"
 	AssetUnauthorized           DeliveryEventType = "asset.unauthorized"
 	DeliveryDestinationDisabled DeliveryEventType = "delivery_destination.disabled"
+	PolicyForked                DeliveryEventType = "policy.forked"
+	PolicyUpdated               DeliveryEventType = "policy.updated"
 	TicketCreated               DeliveryEventType = "ticket.created"
 	TicketUpdated               DeliveryEventType = "ticket.updated"
 )
@@ -472,6 +510,10 @@ func (e DeliveryEventType) Valid() bool {
 	case AssetUnauthorized:
 		return true
 	case DeliveryDestinationDisabled:
+		return true
+	case PolicyForked:
+		return true
+	case PolicyUpdated:
 		return true
 	case TicketCreated:
 		return true
@@ -1235,6 +1277,74 @@ type ComplianceFrameworkList struct {
 	// CatalogVersion The version of the catalog the database holds; `migrate` upgrades it in place.
 	CatalogVersion string                `json:"catalog_version"`
 	Items          []ComplianceFramework `json:"items"`
+}
+
+// CompliancePolicy defines model for CompliancePolicy.
+type CompliancePolicy struct {
+	// BaselineId The baseline the policy is (a copy of).
+	BaselineId string `json:"baseline_id"`
+
+	// Controls The controls the policy supports.
+	Controls    []string   `json:"controls"`
+	CreatedAt   *time.Time `json:"created_at"`
+	Description string     `json:"description"`
+
+	// Id The baseline's id, or the managed copy's UUID.
+	Id   string               `json:"id"`
+	Kind CompliancePolicyKind `json:"kind"`
+	Name string               `json:"name"`
+
+	// Parameters The parameters; for a baseline, its defaults.
+	Parameters map[string]interface{} `json:"parameters"`
+
+	// ParametersSchema The JSON Schema the parameters must match.
+	ParametersSchema map[string]interface{} `json:"parameters_schema"`
+	UpdatedAt        *time.Time             `json:"updated_at"`
+
+	// Version A managed copy's version (1 when forked); 1 for a baseline.
+	Version int `json:"version"`
+}
+
+// CompliancePolicyKind defines model for CompliancePolicy.Kind.
+type CompliancePolicyKind string
+
+// CompliancePolicyFork defines model for CompliancePolicyFork.
+type CompliancePolicyFork struct {
+	// Name Default the baseline's name.
+	Name *string `json:"name,omitempty"`
+}
+
+// CompliancePolicyList defines model for CompliancePolicyList.
+type CompliancePolicyList struct {
+	Items []CompliancePolicy `json:"items"`
+}
+
+// CompliancePolicyUpdate defines model for CompliancePolicyUpdate.
+type CompliancePolicyUpdate struct {
+	Name       *string                `json:"name,omitempty"`
+	Parameters map[string]interface{} `json:"parameters"`
+}
+
+// CompliancePolicyVersion defines model for CompliancePolicyVersion.
+type CompliancePolicyVersion struct {
+	Change    CompliancePolicyVersionChange `json:"change"`
+	ChangedAt time.Time                     `json:"changed_at"`
+
+	// ChangedBy The name of whoever made the change.
+	ChangedBy  string                 `json:"changed_by"`
+	Name       string                 `json:"name"`
+	Parameters map[string]interface{} `json:"parameters"`
+	PolicyId   openapi_types.UUID     `json:"policy_id"`
+	Version    int                    `json:"version"`
+}
+
+// CompliancePolicyVersionChange defines model for CompliancePolicyVersion.Change.
+type CompliancePolicyVersionChange string
+
+// CompliancePolicyVersionList defines model for CompliancePolicyVersionList.
+type CompliancePolicyVersionList struct {
+	Items      []CompliancePolicyVersion `json:"items"`
+	NextCursor *string                   `json:"next_cursor"`
 }
 
 // ControlEvidenceRef defines model for ControlEvidenceRef.
@@ -2009,6 +2119,9 @@ type IfMatch = string
 // Limit defines model for Limit.
 type Limit = int
 
+// PolicyId defines model for PolicyId.
+type PolicyId = string
+
 // SiteId defines model for SiteId.
 type SiteId = openapi_types.UUID
 
@@ -2235,6 +2348,21 @@ type ListComplianceControlsParams struct {
 	Q         *string             `form:"q,omitempty" json:"q,omitempty"`
 }
 
+// UpdateCompliancePolicyParams defines parameters for UpdateCompliancePolicy.
+type UpdateCompliancePolicyParams struct {
+	// IfMatch The `ETag` of the version this change is based on (required; 428 without it).
+	IfMatch *IfMatch `json:"If-Match,omitempty"`
+}
+
+// ListCompliancePolicyVersionsParams defines parameters for ListCompliancePolicyVersions.
+type ListCompliancePolicyVersionsParams struct {
+	// Limit Page size (default 50).
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor The `next_cursor` of the previous page.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
 // ListDeliveriesParams defines parameters for ListDeliveries.
 type ListDeliveriesParams struct {
 	// Limit Page size (default 50).
@@ -2444,6 +2572,12 @@ type UnauthorizeAssetJSONRequestBody = AuthorizationChange
 // MarkControlNotApplicableJSONRequestBody defines body for MarkControlNotApplicable for application/json ContentType.
 type MarkControlNotApplicableJSONRequestBody = ControlNotApplicable
 
+// UpdateCompliancePolicyJSONRequestBody defines body for UpdateCompliancePolicy for application/json ContentType.
+type UpdateCompliancePolicyJSONRequestBody = CompliancePolicyUpdate
+
+// ForkCompliancePolicyJSONRequestBody defines body for ForkCompliancePolicy for application/json ContentType.
+type ForkCompliancePolicyJSONRequestBody = CompliancePolicyFork
+
 // CreateDeliveryDestinationJSONRequestBody defines body for CreateDeliveryDestination for application/json ContentType.
 type CreateDeliveryDestinationJSONRequestBody = DeliveryDestinationCreate
 
@@ -2584,6 +2718,24 @@ type ServerInterface interface {
 	// ListComplianceFrameworks The compliance frameworks of the catalog
 	// (GET /api/v1/compliance/frameworks)
 	ListComplianceFrameworks(w http.ResponseWriter, r *http.Request)
+	// ListCompliancePolicies Baseline policies and the tenant's managed copies
+	// (GET /api/v1/compliance/policies)
+	ListCompliancePolicies(w http.ResponseWriter, r *http.Request)
+	// GetCompliancePolicy A compliance policy
+	// (GET /api/v1/compliance/policies/{policy_id})
+	GetCompliancePolicy(w http.ResponseWriter, r *http.Request, policyId PolicyId)
+	// UpdateCompliancePolicy Change a managed policy's parameters
+	// (PUT /api/v1/compliance/policies/{policy_id})
+	UpdateCompliancePolicy(w http.ResponseWriter, r *http.Request, policyId PolicyId, params UpdateCompliancePolicyParams)
+	// ForkCompliancePolicy Make the tenant's managed copy of a baseline
+	// (POST /api/v1/compliance/policies/{policy_id}/fork)
+	ForkCompliancePolicy(w http.ResponseWriter, r *http.Request, policyId PolicyId)
+	// ListCompliancePolicyVersions A managed policy's versions
+	// (GET /api/v1/compliance/policies/{policy_id}/versions)
+	ListCompliancePolicyVersions(w http.ResponseWriter, r *http.Request, policyId PolicyId, params ListCompliancePolicyVersionsParams)
+	// GetCompliancePolicyVersion One version of a managed policy
+	// (GET /api/v1/compliance/policies/{policy_id}/versions/{version})
+	GetCompliancePolicyVersion(w http.ResponseWriter, r *http.Request, policyId PolicyId, version int)
 	// ListDeliveries List webhook deliveries
 	// (GET /api/v1/deliveries)
 	ListDeliveries(w http.ResponseWriter, r *http.Request, params ListDeliveriesParams)
@@ -4304,6 +4456,212 @@ func (siw *ServerInterfaceWrapper) ListComplianceFrameworks(w http.ResponseWrite
 	handler.ServeHTTP(w, r)
 }
 
+// ListCompliancePolicies operation middleware
+func (siw *ServerInterfaceWrapper) ListCompliancePolicies(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListCompliancePolicies(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetCompliancePolicy operation middleware
+func (siw *ServerInterfaceWrapper) GetCompliancePolicy(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "policy_id" -------------
+	var policyId PolicyId
+
+	err = runtime.BindStyledParameterWithOptions("simple", "policy_id", r.PathValue("policy_id"), &policyId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "policy_id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetCompliancePolicy(w, r, policyId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// UpdateCompliancePolicy operation middleware
+func (siw *ServerInterfaceWrapper) UpdateCompliancePolicy(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "policy_id" -------------
+	var policyId PolicyId
+
+	err = runtime.BindStyledParameterWithOptions("simple", "policy_id", r.PathValue("policy_id"), &policyId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "policy_id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params UpdateCompliancePolicyParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "If-Match" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("If-Match")]; found {
+		var IfMatch IfMatch
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "If-Match", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "If-Match", valueList[0], &IfMatch, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "If-Match", Err: err})
+			return
+		}
+
+		params.IfMatch = &IfMatch
+
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.UpdateCompliancePolicy(w, r, policyId, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// ForkCompliancePolicy operation middleware
+func (siw *ServerInterfaceWrapper) ForkCompliancePolicy(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "policy_id" -------------
+	var policyId PolicyId
+
+	err = runtime.BindStyledParameterWithOptions("simple", "policy_id", r.PathValue("policy_id"), &policyId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "policy_id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ForkCompliancePolicy(w, r, policyId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// ListCompliancePolicyVersions operation middleware
+func (siw *ServerInterfaceWrapper) ListCompliancePolicyVersions(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "policy_id" -------------
+	var policyId PolicyId
+
+	err = runtime.BindStyledParameterWithOptions("simple", "policy_id", r.PathValue("policy_id"), &policyId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "policy_id", Err: err})
+		return
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListCompliancePolicyVersionsParams
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", r.URL.Query(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "cursor"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "cursor", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListCompliancePolicyVersions(w, r, policyId, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// GetCompliancePolicyVersion operation middleware
+func (siw *ServerInterfaceWrapper) GetCompliancePolicyVersion(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "policy_id" -------------
+	var policyId PolicyId
+
+	err = runtime.BindStyledParameterWithOptions("simple", "policy_id", r.PathValue("policy_id"), &policyId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "policy_id", Err: err})
+		return
+	}
+
+	// ------------- Path parameter "version" -------------
+	var version int
+
+	err = runtime.BindStyledParameterWithOptions("simple", "version", r.PathValue("version"), &version, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "integer", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "version", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.GetCompliancePolicyVersion(w, r, policyId, version)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // ListDeliveries operation middleware
 func (siw *ServerInterfaceWrapper) ListDeliveries(w http.ResponseWriter, r *http.Request) {
 
@@ -6005,6 +6363,12 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/compliance/controls/{control_id}", wrapper.GetComplianceControl)
 	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/api/v1/compliance/controls/{control_id}/not-applicable", wrapper.ClearControlNotApplicable)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/compliance/controls/{control_id}/not-applicable", wrapper.MarkControlNotApplicable)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/compliance/policies", wrapper.ListCompliancePolicies)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/compliance/policies/{policy_id}", wrapper.GetCompliancePolicy)
+	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/api/v1/compliance/policies/{policy_id}", wrapper.UpdateCompliancePolicy)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/compliance/policies/{policy_id}/fork", wrapper.ForkCompliancePolicy)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/compliance/policies/{policy_id}/versions", wrapper.ListCompliancePolicyVersions)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/compliance/policies/{policy_id}/versions/{version}", wrapper.GetCompliancePolicyVersion)
 
 	return m
 }
@@ -10091,6 +10455,786 @@ type ListComplianceFrameworksdefaultApplicationProblemPlusJSONResponse struct {
 }
 
 func (response ListComplianceFrameworksdefaultApplicationProblemPlusJSONResponse) VisitListComplianceFrameworksResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListCompliancePoliciesRequestObject struct {
+}
+
+type ListCompliancePoliciesResponseObject interface {
+	VisitListCompliancePoliciesResponse(w http.ResponseWriter) error
+}
+
+type ListCompliancePolicies200JSONResponse CompliancePolicyList
+
+func (response ListCompliancePolicies200JSONResponse) VisitListCompliancePoliciesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListCompliancePolicies401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListCompliancePolicies401ApplicationProblemPlusJSONResponse) VisitListCompliancePoliciesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListCompliancePolicies403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response ListCompliancePolicies403ApplicationProblemPlusJSONResponse) VisitListCompliancePoliciesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListCompliancePoliciesdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListCompliancePoliciesdefaultApplicationProblemPlusJSONResponse) VisitListCompliancePoliciesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetCompliancePolicyRequestObject struct {
+	PolicyId PolicyId `json:"policy_id"`
+}
+
+type GetCompliancePolicyResponseObject interface {
+	VisitGetCompliancePolicyResponse(w http.ResponseWriter) error
+}
+
+type GetCompliancePolicy200ResponseHeaders struct {
+	ETag *string
+}
+
+type GetCompliancePolicy200JSONResponse struct {
+	Body    CompliancePolicy
+	Headers GetCompliancePolicy200ResponseHeaders
+}
+
+func (response GetCompliancePolicy200JSONResponse) VisitGetCompliancePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.ETag != nil {
+		w.Header().Set("ETag", fmt.Sprint(*response.Headers.ETag))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetCompliancePolicy400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response GetCompliancePolicy400ApplicationProblemPlusJSONResponse) VisitGetCompliancePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetCompliancePolicy401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response GetCompliancePolicy401ApplicationProblemPlusJSONResponse) VisitGetCompliancePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetCompliancePolicy403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response GetCompliancePolicy403ApplicationProblemPlusJSONResponse) VisitGetCompliancePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetCompliancePolicy404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response GetCompliancePolicy404ApplicationProblemPlusJSONResponse) VisitGetCompliancePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetCompliancePolicydefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetCompliancePolicydefaultApplicationProblemPlusJSONResponse) VisitGetCompliancePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateCompliancePolicyRequestObject struct {
+	PolicyId PolicyId `json:"policy_id"`
+	Params   UpdateCompliancePolicyParams
+	Body     *UpdateCompliancePolicyJSONRequestBody
+}
+
+type UpdateCompliancePolicyResponseObject interface {
+	VisitUpdateCompliancePolicyResponse(w http.ResponseWriter) error
+}
+
+type UpdateCompliancePolicy200ResponseHeaders struct {
+	ETag *string
+}
+
+type UpdateCompliancePolicy200JSONResponse struct {
+	Body    CompliancePolicy
+	Headers UpdateCompliancePolicy200ResponseHeaders
+}
+
+func (response UpdateCompliancePolicy200JSONResponse) VisitUpdateCompliancePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.ETag != nil {
+		w.Header().Set("ETag", fmt.Sprint(*response.Headers.ETag))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateCompliancePolicy400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateCompliancePolicy400ApplicationProblemPlusJSONResponse) VisitUpdateCompliancePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateCompliancePolicy401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateCompliancePolicy401ApplicationProblemPlusJSONResponse) VisitUpdateCompliancePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateCompliancePolicy403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateCompliancePolicy403ApplicationProblemPlusJSONResponse) VisitUpdateCompliancePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateCompliancePolicy404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateCompliancePolicy404ApplicationProblemPlusJSONResponse) VisitUpdateCompliancePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateCompliancePolicy409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateCompliancePolicy409ApplicationProblemPlusJSONResponse) VisitUpdateCompliancePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateCompliancePolicy412ApplicationProblemPlusJSONResponse struct {
+	PreconditionFailedApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateCompliancePolicy412ApplicationProblemPlusJSONResponse) VisitUpdateCompliancePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(412)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateCompliancePolicy413ApplicationProblemPlusJSONResponse struct {
+	PayloadTooLargeApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateCompliancePolicy413ApplicationProblemPlusJSONResponse) VisitUpdateCompliancePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateCompliancePolicy415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateCompliancePolicy415ApplicationProblemPlusJSONResponse) VisitUpdateCompliancePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateCompliancePolicy422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateCompliancePolicy422ApplicationProblemPlusJSONResponse) VisitUpdateCompliancePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateCompliancePolicy428ApplicationProblemPlusJSONResponse struct {
+	PreconditionRequiredApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateCompliancePolicy428ApplicationProblemPlusJSONResponse) VisitUpdateCompliancePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(428)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateCompliancePolicydefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response UpdateCompliancePolicydefaultApplicationProblemPlusJSONResponse) VisitUpdateCompliancePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ForkCompliancePolicyRequestObject struct {
+	PolicyId PolicyId `json:"policy_id"`
+	Body     *ForkCompliancePolicyJSONRequestBody
+}
+
+type ForkCompliancePolicyResponseObject interface {
+	VisitForkCompliancePolicyResponse(w http.ResponseWriter) error
+}
+
+type ForkCompliancePolicy201ResponseHeaders struct {
+	ETag *string
+}
+
+type ForkCompliancePolicy201JSONResponse struct {
+	Body    CompliancePolicy
+	Headers ForkCompliancePolicy201ResponseHeaders
+}
+
+func (response ForkCompliancePolicy201JSONResponse) VisitForkCompliancePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.ETag != nil {
+		w.Header().Set("ETag", fmt.Sprint(*response.Headers.ETag))
+	}
+	w.WriteHeader(201)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ForkCompliancePolicy400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ForkCompliancePolicy400ApplicationProblemPlusJSONResponse) VisitForkCompliancePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ForkCompliancePolicy401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ForkCompliancePolicy401ApplicationProblemPlusJSONResponse) VisitForkCompliancePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ForkCompliancePolicy403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response ForkCompliancePolicy403ApplicationProblemPlusJSONResponse) VisitForkCompliancePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ForkCompliancePolicy404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response ForkCompliancePolicy404ApplicationProblemPlusJSONResponse) VisitForkCompliancePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ForkCompliancePolicy409ApplicationProblemPlusJSONResponse struct {
+	ConflictApplicationProblemPlusJSONResponse
+}
+
+func (response ForkCompliancePolicy409ApplicationProblemPlusJSONResponse) VisitForkCompliancePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ForkCompliancePolicy413ApplicationProblemPlusJSONResponse struct {
+	PayloadTooLargeApplicationProblemPlusJSONResponse
+}
+
+func (response ForkCompliancePolicy413ApplicationProblemPlusJSONResponse) VisitForkCompliancePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ForkCompliancePolicy415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response ForkCompliancePolicy415ApplicationProblemPlusJSONResponse) VisitForkCompliancePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ForkCompliancePolicy422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response ForkCompliancePolicy422ApplicationProblemPlusJSONResponse) VisitForkCompliancePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ForkCompliancePolicydefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ForkCompliancePolicydefaultApplicationProblemPlusJSONResponse) VisitForkCompliancePolicyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListCompliancePolicyVersionsRequestObject struct {
+	PolicyId PolicyId `json:"policy_id"`
+	Params   ListCompliancePolicyVersionsParams
+}
+
+type ListCompliancePolicyVersionsResponseObject interface {
+	VisitListCompliancePolicyVersionsResponse(w http.ResponseWriter) error
+}
+
+type ListCompliancePolicyVersions200JSONResponse CompliancePolicyVersionList
+
+func (response ListCompliancePolicyVersions200JSONResponse) VisitListCompliancePolicyVersionsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListCompliancePolicyVersions400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ListCompliancePolicyVersions400ApplicationProblemPlusJSONResponse) VisitListCompliancePolicyVersionsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListCompliancePolicyVersions401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListCompliancePolicyVersions401ApplicationProblemPlusJSONResponse) VisitListCompliancePolicyVersionsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListCompliancePolicyVersions403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response ListCompliancePolicyVersions403ApplicationProblemPlusJSONResponse) VisitListCompliancePolicyVersionsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListCompliancePolicyVersions404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response ListCompliancePolicyVersions404ApplicationProblemPlusJSONResponse) VisitListCompliancePolicyVersionsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListCompliancePolicyVersionsdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListCompliancePolicyVersionsdefaultApplicationProblemPlusJSONResponse) VisitListCompliancePolicyVersionsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetCompliancePolicyVersionRequestObject struct {
+	PolicyId PolicyId `json:"policy_id"`
+	Version  int      `json:"version"`
+}
+
+type GetCompliancePolicyVersionResponseObject interface {
+	VisitGetCompliancePolicyVersionResponse(w http.ResponseWriter) error
+}
+
+type GetCompliancePolicyVersion200JSONResponse CompliancePolicyVersion
+
+func (response GetCompliancePolicyVersion200JSONResponse) VisitGetCompliancePolicyVersionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetCompliancePolicyVersion400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response GetCompliancePolicyVersion400ApplicationProblemPlusJSONResponse) VisitGetCompliancePolicyVersionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetCompliancePolicyVersion401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response GetCompliancePolicyVersion401ApplicationProblemPlusJSONResponse) VisitGetCompliancePolicyVersionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetCompliancePolicyVersion403ApplicationProblemPlusJSONResponse struct {
+	ForbiddenApplicationProblemPlusJSONResponse
+}
+
+func (response GetCompliancePolicyVersion403ApplicationProblemPlusJSONResponse) VisitGetCompliancePolicyVersionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetCompliancePolicyVersion404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response GetCompliancePolicyVersion404ApplicationProblemPlusJSONResponse) VisitGetCompliancePolicyVersionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetCompliancePolicyVersiondefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetCompliancePolicyVersiondefaultApplicationProblemPlusJSONResponse) VisitGetCompliancePolicyVersionResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -14486,6 +15630,24 @@ type StrictServerInterface interface {
 	// ListComplianceFrameworks The compliance frameworks of the catalog
 	// (GET /api/v1/compliance/frameworks)
 	ListComplianceFrameworks(ctx context.Context, request ListComplianceFrameworksRequestObject) (ListComplianceFrameworksResponseObject, error)
+	// ListCompliancePolicies Baseline policies and the tenant's managed copies
+	// (GET /api/v1/compliance/policies)
+	ListCompliancePolicies(ctx context.Context, request ListCompliancePoliciesRequestObject) (ListCompliancePoliciesResponseObject, error)
+	// GetCompliancePolicy A compliance policy
+	// (GET /api/v1/compliance/policies/{policy_id})
+	GetCompliancePolicy(ctx context.Context, request GetCompliancePolicyRequestObject) (GetCompliancePolicyResponseObject, error)
+	// UpdateCompliancePolicy Change a managed policy's parameters
+	// (PUT /api/v1/compliance/policies/{policy_id})
+	UpdateCompliancePolicy(ctx context.Context, request UpdateCompliancePolicyRequestObject) (UpdateCompliancePolicyResponseObject, error)
+	// ForkCompliancePolicy Make the tenant's managed copy of a baseline
+	// (POST /api/v1/compliance/policies/{policy_id}/fork)
+	ForkCompliancePolicy(ctx context.Context, request ForkCompliancePolicyRequestObject) (ForkCompliancePolicyResponseObject, error)
+	// ListCompliancePolicyVersions A managed policy's versions
+	// (GET /api/v1/compliance/policies/{policy_id}/versions)
+	ListCompliancePolicyVersions(ctx context.Context, request ListCompliancePolicyVersionsRequestObject) (ListCompliancePolicyVersionsResponseObject, error)
+	// GetCompliancePolicyVersion One version of a managed policy
+	// (GET /api/v1/compliance/policies/{policy_id}/versions/{version})
+	GetCompliancePolicyVersion(ctx context.Context, request GetCompliancePolicyVersionRequestObject) (GetCompliancePolicyVersionResponseObject, error)
 	// ListDeliveries List webhook deliveries
 	// (GET /api/v1/deliveries)
 	ListDeliveries(ctx context.Context, request ListDeliveriesRequestObject) (ListDeliveriesResponseObject, error)
@@ -15624,6 +16786,180 @@ func (sh *strictHandler) ListComplianceFrameworks(w http.ResponseWriter, r *http
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(ListComplianceFrameworksResponseObject); ok {
 		if err := validResponse.VisitListComplianceFrameworksResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ListCompliancePolicies operation middleware
+func (sh *strictHandler) ListCompliancePolicies(w http.ResponseWriter, r *http.Request) {
+	var request ListCompliancePoliciesRequestObject
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListCompliancePolicies(ctx, request.(ListCompliancePoliciesRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListCompliancePolicies")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListCompliancePoliciesResponseObject); ok {
+		if err := validResponse.VisitListCompliancePoliciesResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetCompliancePolicy operation middleware
+func (sh *strictHandler) GetCompliancePolicy(w http.ResponseWriter, r *http.Request, policyId PolicyId) {
+	var request GetCompliancePolicyRequestObject
+
+	request.PolicyId = policyId
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetCompliancePolicy(ctx, request.(GetCompliancePolicyRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetCompliancePolicy")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetCompliancePolicyResponseObject); ok {
+		if err := validResponse.VisitGetCompliancePolicyResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// UpdateCompliancePolicy operation middleware
+func (sh *strictHandler) UpdateCompliancePolicy(w http.ResponseWriter, r *http.Request, policyId PolicyId, params UpdateCompliancePolicyParams) {
+	var request UpdateCompliancePolicyRequestObject
+
+	request.PolicyId = policyId
+	request.Params = params
+
+	var body UpdateCompliancePolicyJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.UpdateCompliancePolicy(ctx, request.(UpdateCompliancePolicyRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "UpdateCompliancePolicy")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(UpdateCompliancePolicyResponseObject); ok {
+		if err := validResponse.VisitUpdateCompliancePolicyResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ForkCompliancePolicy operation middleware
+func (sh *strictHandler) ForkCompliancePolicy(w http.ResponseWriter, r *http.Request, policyId PolicyId) {
+	var request ForkCompliancePolicyRequestObject
+
+	request.PolicyId = policyId
+
+	var body ForkCompliancePolicyJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		if !errors.Is(err, io.EOF) {
+			sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+			return
+		}
+	} else {
+		request.Body = &body
+	}
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ForkCompliancePolicy(ctx, request.(ForkCompliancePolicyRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ForkCompliancePolicy")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ForkCompliancePolicyResponseObject); ok {
+		if err := validResponse.VisitForkCompliancePolicyResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// ListCompliancePolicyVersions operation middleware
+func (sh *strictHandler) ListCompliancePolicyVersions(w http.ResponseWriter, r *http.Request, policyId PolicyId, params ListCompliancePolicyVersionsParams) {
+	var request ListCompliancePolicyVersionsRequestObject
+
+	request.PolicyId = policyId
+	request.Params = params
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListCompliancePolicyVersions(ctx, request.(ListCompliancePolicyVersionsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListCompliancePolicyVersions")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListCompliancePolicyVersionsResponseObject); ok {
+		if err := validResponse.VisitListCompliancePolicyVersionsResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// GetCompliancePolicyVersion operation middleware
+func (sh *strictHandler) GetCompliancePolicyVersion(w http.ResponseWriter, r *http.Request, policyId PolicyId, version int) {
+	var request GetCompliancePolicyVersionRequestObject
+
+	request.PolicyId = policyId
+	request.Version = version
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.GetCompliancePolicyVersion(ctx, request.(GetCompliancePolicyVersionRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetCompliancePolicyVersion")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(GetCompliancePolicyVersionResponseObject); ok {
+		if err := validResponse.VisitGetCompliancePolicyVersionResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {

@@ -3,15 +3,19 @@ package compliance
 import (
 	"context"
 	"encoding/hex"
+	"net/http"
 	"slices"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/edgeward/edgeward/controlplane/internal/api"
 	"github.com/edgeward/edgeward/controlplane/internal/caller"
 	"github.com/edgeward/edgeward/controlplane/internal/db"
+	"github.com/edgeward/edgeward/controlplane/internal/etag"
 	"github.com/edgeward/edgeward/controlplane/internal/page"
+	"github.com/edgeward/edgeward/controlplane/internal/problem"
 )
 
 // API serves the compliance operations of specs/openapi.yaml.
@@ -182,4 +186,181 @@ func deref(s *string) string {
 		return ""
 	}
 	return *s
+}
+
+// policyRef is a policy id: a baseline's slug or a managed copy's UUID.
+func policyRef(id string) (uuid.UUID, *Baseline, error) {
+	if b := baseline(id); b != nil {
+		return uuid.Nil, b, nil
+	}
+	u, err := uuid.Parse(id)
+	if err != nil {
+		return uuid.Nil, nil, problem.NotFound("compliance policy")
+	}
+	return u, nil, nil
+}
+
+func baselineToAPI(b *Baseline) api.CompliancePolicy {
+	return api.CompliancePolicy{Id: b.ID, Kind: api.Baseline, BaselineId: b.ID, Name: b.Name,
+		Description: b.Description, Parameters: b.Defaults, ParametersSchema: b.schemaMap(), Controls: b.Controls, Version: 1}
+}
+
+func (p Policy) toAPI() api.CompliancePolicy {
+	b := baseline(p.BaselineID)
+	out := api.CompliancePolicy{Id: p.ID.String(), Kind: api.Tenant, BaselineId: p.BaselineID, Name: p.Name,
+		Parameters: p.Parameters, Version: p.Version, CreatedAt: api.UTC(&p.CreatedAt), UpdatedAt: api.UTC(&p.UpdatedAt),
+		Controls: []string{}, ParametersSchema: map[string]any{}}
+	if b != nil {
+		out.Description, out.Controls, out.ParametersSchema = b.Description, b.Controls, b.schemaMap()
+	}
+	return out
+}
+
+func (p Policy) etag() *string {
+	s := etag.Of(p.Version)
+	return &s
+}
+
+// ListCompliancePolicies implements GET /api/v1/compliance/policies.
+func (a *API) ListCompliancePolicies(ctx context.Context, _ api.ListCompliancePoliciesRequestObject) (api.ListCompliancePoliciesResponseObject, error) {
+	var list []Policy
+	if err := a.inTenant(ctx, func(_ caller.Caller, tx pgx.Tx) (err error) {
+		list, err = Policies(ctx, tx)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	out := api.ListCompliancePolicies200JSONResponse{Items: make([]api.CompliancePolicy, 0, len(Baselines)+len(list))}
+	for _, b := range Baselines {
+		out.Items = append(out.Items, baselineToAPI(b))
+	}
+	for _, p := range list {
+		out.Items = append(out.Items, p.toAPI())
+	}
+	return out, nil
+}
+
+// GetCompliancePolicy implements GET /api/v1/compliance/policies/{policy_id}.
+func (a *API) GetCompliancePolicy(ctx context.Context, req api.GetCompliancePolicyRequestObject) (api.GetCompliancePolicyResponseObject, error) {
+	id, b, err := policyRef(req.PolicyId)
+	if err != nil {
+		return nil, err
+	}
+	if b != nil {
+		return api.GetCompliancePolicy200JSONResponse{Body: baselineToAPI(b), Headers: api.GetCompliancePolicy200ResponseHeaders{ETag: Policy{Version: 1}.etag()}}, nil
+	}
+	var p Policy
+	if err := a.inTenant(ctx, func(_ caller.Caller, tx pgx.Tx) (err error) {
+		p, err = GetPolicy(ctx, tx, id)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	return api.GetCompliancePolicy200JSONResponse{Body: p.toAPI(), Headers: api.GetCompliancePolicy200ResponseHeaders{ETag: p.etag()}}, nil
+}
+
+// ForkCompliancePolicy implements POST /api/v1/compliance/policies/{policy_id}/fork.
+func (a *API) ForkCompliancePolicy(ctx context.Context, req api.ForkCompliancePolicyRequestObject) (api.ForkCompliancePolicyResponseObject, error) {
+	_, b, err := policyRef(req.PolicyId)
+	if err != nil {
+		return nil, err
+	}
+	if b == nil {
+		return nil, problem.New(http.StatusConflict, "not_a_baseline", "only a baseline policy can be forked; this is already a managed copy")
+	}
+	name := ""
+	if req.Body != nil && req.Body.Name != nil {
+		name = *req.Body.Name
+	}
+	var p Policy
+	if err := a.inTenant(ctx, func(c caller.Caller, tx pgx.Tx) (err error) {
+		p, err = Fork(ctx, tx, c.TenantID, b.ID, name)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	return api.ForkCompliancePolicy201JSONResponse{Body: p.toAPI(), Headers: api.ForkCompliancePolicy201ResponseHeaders{ETag: p.etag()}}, nil
+}
+
+// UpdateCompliancePolicy implements PUT /api/v1/compliance/policies/{policy_id}.
+func (a *API) UpdateCompliancePolicy(ctx context.Context, req api.UpdateCompliancePolicyRequestObject) (api.UpdateCompliancePolicyResponseObject, error) {
+	id, b, err := policyRef(req.PolicyId)
+	if err != nil {
+		return nil, err
+	}
+	if b != nil {
+		return nil, problem.New(http.StatusConflict, "baseline_immutable",
+			"baseline policies are shipped and cannot be changed; fork it (POST .../fork) and change the copy")
+	}
+	var p Policy
+	if err := a.inTenant(ctx, func(c caller.Caller, tx pgx.Tx) (err error) {
+		p, err = UpdatePolicy(ctx, tx, c.TenantID, id, req.Params.IfMatch, req.Body.Name, req.Body.Parameters)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	return api.UpdateCompliancePolicy200JSONResponse{Body: p.toAPI(), Headers: api.UpdateCompliancePolicy200ResponseHeaders{ETag: p.etag()}}, nil
+}
+
+type versionCursor struct {
+	V int `json:"v"`
+}
+
+// ListCompliancePolicyVersions implements GET /api/v1/compliance/policies/{policy_id}/versions.
+func (a *API) ListCompliancePolicyVersions(ctx context.Context, req api.ListCompliancePolicyVersionsRequestObject) (api.ListCompliancePolicyVersionsResponseObject, error) {
+	id, b, err := policyRef(req.PolicyId)
+	if err != nil {
+		return nil, err
+	}
+	if b != nil {
+		return nil, problem.Newf(http.StatusNotFound, problem.CodeNotFound, "a baseline policy has no versions; its managed copy does")
+	}
+	limit := page.Limit(req.Params.Limit)
+	var cur versionCursor
+	if _, err := page.Decode(req.Params.Cursor, &cur); err != nil {
+		return nil, err
+	}
+	var list []PolicyVersion
+	if err := a.inTenant(ctx, func(_ caller.Caller, tx pgx.Tx) (err error) {
+		list, err = PolicyVersions(ctx, tx, id, cur.V, limit)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	list, more := page.Trim(list, limit)
+	out := api.ListCompliancePolicyVersions200JSONResponse{Items: make([]api.CompliancePolicyVersion, 0, len(list))}
+	for _, v := range list {
+		out.Items = append(out.Items, v.toAPI())
+	}
+	if more {
+		out.NextCursor = page.Encode(versionCursor{V: list[len(list)-1].Version})
+	}
+	return out, nil
+}
+
+// GetCompliancePolicyVersion implements GET /api/v1/compliance/policies/{policy_id}/versions/{version}.
+func (a *API) GetCompliancePolicyVersion(ctx context.Context, req api.GetCompliancePolicyVersionRequestObject) (api.GetCompliancePolicyVersionResponseObject, error) {
+	id, b, err := policyRef(req.PolicyId)
+	if err != nil {
+		return nil, err
+	}
+	if b != nil {
+		return nil, problem.Newf(http.StatusNotFound, problem.CodeNotFound, "a baseline policy has no versions; its managed copy does")
+	}
+	var list []PolicyVersion
+	if err := a.inTenant(ctx, func(_ caller.Caller, tx pgx.Tx) (err error) {
+		list, err = PolicyVersions(ctx, tx, id, req.Version-1, 1)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	if len(list) == 0 || list[0].Version != req.Version {
+		return nil, problem.NotFound("policy version")
+	}
+	return api.GetCompliancePolicyVersion200JSONResponse(list[0].toAPI()), nil
+}
+
+func (v PolicyVersion) toAPI() api.CompliancePolicyVersion {
+	return api.CompliancePolicyVersion{PolicyId: v.PolicyID, Version: v.Version, Change: api.CompliancePolicyVersionChange(v.Change),
+		Name: v.Name, Parameters: v.Parameters, ChangedAt: v.ChangedAt.UTC(), ChangedBy: v.ChangedBy}
 }

@@ -62,7 +62,11 @@ func evaluate(t *testing.T, env *apitest.Env, tenant uuid.UUID) {
 	t.Helper()
 	ctx := context.Background()
 	require.NoError(t, db.InTenant(ctx, env.DB.App, tenant, func(tx pgx.Tx) error {
-		_, err := compliance.Evaluate(ctx, tx, tenant, compliance.DefaultParams)
+		params, err := compliance.LoadParams(ctx, tx)
+		if err != nil {
+			return err
+		}
+		_, err = compliance.Evaluate(ctx, tx, tenant, params)
 		return err
 	}))
 }
@@ -301,4 +305,118 @@ func waitEvaluated(t *testing.T, c *apitest.Client, what string) {
 		require.True(t, time.Now().Before(deadline), "no evaluation followed %s", what)
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+type policy struct {
+	ID         string         `json:"id"`
+	Kind       string         `json:"kind"`
+	BaselineID string         `json:"baseline_id"`
+	Parameters map[string]any `json:"parameters"`
+	Version    int            `json:"version"`
+}
+
+func TestPoliciesForkUpdateAndHistoryDriveTheEvaluators(t *testing.T) {
+	env := apitest.Start(t)
+	admin := env.Client(t, env.AdminToken)
+	auditor := env.Client(t, env.IssueToken(t, env.Tenant.ID, caller.RoleAuditor, "auditor").Secret)
+	const base = "/api/v1/compliance/policies/unauthorized-device-response"
+
+	r := auditor.Do(http.MethodGet, "/api/v1/compliance/policies", nil)
+	require.Equal(t, http.StatusOK, r.Status)
+	var list struct {
+		Items []policy `json:"items"`
+	}
+	r.JSON(t, &list)
+	require.Len(t, list.Items, 4, "the four baselines, no copies yet")
+	r = auditor.Do(http.MethodGet, base, nil)
+	assert.Equal(t, `"v1"`, r.Header.Get("ETag"))
+
+	// Auditors read but never change: refused and audited.
+	auditor.Do(http.MethodPost, base+"/fork", nil).Problem(t, http.StatusForbidden)
+	auditor.Do(http.MethodPut, base, map[string]any{"parameters": map[string]any{"sla_hours": 1}}, apitest.Header("If-Match", `"v1"`)).Problem(t, http.StatusForbidden)
+	assert.Equal(t, "baseline_immutable", admin.Do(http.MethodPut, base, map[string]any{"parameters": map[string]any{"sla_hours": 1}},
+		apitest.Header("If-Match", `"v1"`)).Problem(t, http.StatusConflict).Code)
+
+	// An alert two hours old passes the default 24 h SLA.
+	newAlert(t, env, env.Tenant.ID, 2*time.Hour, "m")
+	evaluate(t, env, env.Tenant.ID)
+	assert.Equal(t, "passing", getDetail(t, admin, "nist-800-53-r5:cm-8.3").Control.Status.Status)
+
+	r = admin.Do(http.MethodPost, base+"/fork", map[string]any{"name": "Our SLA"})
+	require.Equal(t, http.StatusCreated, r.Status, "%s", r.Body)
+	var p policy
+	r.JSON(t, &p)
+	assert.Equal(t, "tenant", p.Kind)
+	assert.Equal(t, 1, p.Version)
+	assert.EqualValues(t, 24, p.Parameters["sla_hours"])
+	assert.Equal(t, "already_forked", admin.Do(http.MethodPost, base+"/fork", nil).Problem(t, http.StatusConflict).Code)
+	path := "/api/v1/compliance/policies/" + p.ID
+
+	put := func(body map[string]any, ifMatch string) *apitest.Response {
+		return admin.Do(http.MethodPut, path, body, apitest.Header("If-Match", ifMatch))
+	}
+	pr := put(map[string]any{"parameters": map[string]any{"sla_hours": 0}}, `"v1"`).Problem(t, http.StatusUnprocessableEntity)
+	require.NotEmpty(t, pr.Errors)
+	assert.Equal(t, "#/parameters/sla_hours", pr.Errors[0].Pointer)
+	put(map[string]any{"parameters": map[string]any{"sla_hours": "one"}}, `"v1"`).Problem(t, http.StatusUnprocessableEntity)
+	put(map[string]any{"parameters": map[string]any{"sla_hours": 1, "extra": true}}, `"v1"`).Problem(t, http.StatusUnprocessableEntity)
+	admin.Do(http.MethodPut, path, map[string]any{"parameters": map[string]any{"sla_hours": 1}}).Problem(t, http.StatusPreconditionRequired)
+
+	r = put(map[string]any{"parameters": map[string]any{"sla_hours": 1}}, `"v1"`)
+	require.Equal(t, http.StatusOK, r.Status, "%s", r.Body)
+	assert.Equal(t, `"v2"`, r.Header.Get("ETag"))
+	put(map[string]any{"parameters": map[string]any{"sla_hours": 2}}, `"v1"`).Problem(t, http.StatusPreconditionFailed)
+
+	// The tenant's policy drives the evaluator: two hours is now overdue.
+	evaluate(t, env, env.Tenant.ID)
+	d := getDetail(t, admin, "nist-800-53-r5:cm-8.3")
+	assert.Equal(t, "failing", d.Control.Status.Status)
+	assert.Contains(t, *d.Control.Status.Reason, "1h0m0s SLA")
+
+	r = auditor.Do(http.MethodGet, path+"/versions", nil)
+	require.Equal(t, http.StatusOK, r.Status)
+	var versions struct {
+		Items []struct {
+			Version    int            `json:"version"`
+			Change     string         `json:"change"`
+			Parameters map[string]any `json:"parameters"`
+		} `json:"items"`
+	}
+	r.JSON(t, &versions)
+	require.Len(t, versions.Items, 2)
+	assert.Equal(t, "forked", versions.Items[0].Change)
+	assert.Equal(t, "updated", versions.Items[1].Change)
+	assert.EqualValues(t, 1, versions.Items[1].Parameters["sla_hours"])
+	r = auditor.Do(http.MethodGet, path+"/versions/1", nil)
+	require.Equal(t, http.StatusOK, r.Status)
+	assert.Contains(t, string(r.Body), `"sla_hours":24`)
+	auditor.Do(http.MethodGet, path+"/versions/3", nil).Problem(t, http.StatusNotFound)
+	auditor.Do(http.MethodGet, base+"/versions", nil).Problem(t, http.StatusNotFound)
+
+	r = admin.Do(http.MethodGet, "/api/v1/audit/events?limit=200", nil)
+	body := string(r.Body)
+	for _, action := range []string{"policy.forked", "policy.updated", "auth.denied"} {
+		assert.Contains(t, body, `"action":"`+action+`"`)
+	}
+	assert.Equal(t, []string{"policy.forked", "policy.updated"}, outboxTypes(t, env, "compliance_policy"))
+
+	other, _ := env.NewTenant(t, "other")
+	outsider := env.Client(t, env.IssueToken(t, other.ID, caller.RoleTenantAdmin, "outsider").Secret)
+	outsider.Do(http.MethodGet, path, nil).Problem(t, http.StatusNotFound)
+	outsider.Do(http.MethodGet, path+"/versions", nil).Problem(t, http.StatusNotFound)
+}
+
+func outboxTypes(t *testing.T, env *apitest.Env, aggregate string) []string {
+	t.Helper()
+	ctx := context.Background()
+	var out []string
+	require.NoError(t, db.InTenant(ctx, env.DB.Owner, env.Tenant.ID, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT type FROM outbox_events WHERE aggregate_type = $1 ORDER BY id`, aggregate)
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		return err
+	}))
+	return out
 }

@@ -67,7 +67,7 @@ func (r *Runner) PeriodicJobs() []*river.PeriodicJob {
 
 // relevant reports whether an event type can change a control's status.
 func relevant(eventType string) bool {
-	for _, p := range []string{"alert.", "agent.", "asset."} {
+	for _, p := range []string{"alert.", "agent.", "asset.", "policy."} {
 		if strings.HasPrefix(eventType, p) {
 			return true
 		}
@@ -106,8 +106,11 @@ func (r *Runner) Queue(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID) error
 func (r *Runner) EvaluateTenant(ctx context.Context, tenantID uuid.UUID) (int, error) {
 	var n int
 	err := db.InTenant(ctx, r.pool, tenantID, func(tx pgx.Tx) error {
-		var err error
-		n, err = Evaluate(ctx, tx, tenantID, DefaultParams)
+		params, err := LoadParams(ctx, tx)
+		if err != nil {
+			return err
+		}
+		n, err = Evaluate(ctx, tx, tenantID, params)
 		return err
 	})
 	return n, err

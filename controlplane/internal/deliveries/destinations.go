@@ -28,6 +28,7 @@ var EventTypes = []string{
 	"ticket.created", "ticket.updated",
 	"agent.revoked",
 	"asset.authorized", "asset.unauthorized",
+	"policy.forked", "policy.updated",
 	EventDestinationDisabled,
 }
 
