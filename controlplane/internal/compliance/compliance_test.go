@@ -420,3 +420,51 @@ func outboxTypes(t *testing.T, env *apitest.Env, aggregate string) []string {
 	}))
 	return out
 }
+
+// TestDeviceAuthenticationFollowsCertificatesAndPolicy: IA-3 passes with
+// valid current certificates, fails when one expires or outlives the
+// tenant's lifetime policy; CM-8 fails when an agent goes quiet.
+func TestDeviceAuthenticationFollowsCertificatesAndPolicy(t *testing.T) {
+	env := apitest.Start(t)
+	admin := env.Client(t, env.AdminToken)
+	ctx := context.Background()
+	agentID, assetID := uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7())
+	owner := func(stmt string, args ...any) {
+		t.Helper()
+		require.NoError(t, db.InTenant(ctx, env.DB.Owner, env.Tenant.ID, func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, stmt, args...)
+			return err
+		}))
+	}
+	owner(`INSERT INTO assets (tenant_id, id, name, source, first_seen_at, last_seen_at) VALUES ($1, $2, 'laptop', 'agent', now(), now())`,
+		env.Tenant.ID, assetID)
+	owner(`INSERT INTO agents (tenant_id, id, machine_id, hostname, asset_id, enrolled_at, last_seen_at, heartbeat_interval_seconds)
+		VALUES ($1, $2, 'm-1', 'laptop', $3, now(), now(), 60)`, env.Tenant.ID, agentID, assetID)
+	owner(`INSERT INTO agent_certificates (tenant_id, fingerprint, agent_id, serial, not_before, not_after, state)
+		VALUES ($1, sha256('c1'), $2, '1', now() - interval '1 day', now() + interval '29 days', 'current')`, env.Tenant.ID, agentID)
+
+	evaluate(t, env, env.Tenant.ID)
+	assert.Equal(t, "passing", getDetail(t, admin, "nist-800-53-r5:ia-3").Control.Status.Status)
+	assert.Equal(t, "passing", getDetail(t, admin, "nist-800-53-r5:cm-8").Control.Status.Status)
+
+	// The tenant accepts at most 7-day certificates: the 30-day one fails.
+	r := admin.Do(http.MethodPost, "/api/v1/compliance/policies/agent-certificate-lifetime/fork", nil)
+	require.Equal(t, http.StatusCreated, r.Status, "%s", r.Body)
+	var p policy
+	r.JSON(t, &p)
+	r = admin.Do(http.MethodPut, "/api/v1/compliance/policies/"+p.ID, map[string]any{"parameters": map[string]any{"max_lifetime_days": 7}},
+		apitest.Header("If-Match", `"v1"`))
+	require.Equal(t, http.StatusOK, r.Status, "%s", r.Body)
+	evaluate(t, env, env.Tenant.ID)
+	d := getDetail(t, admin, "nist-800-53-r5:ia-3")
+	assert.Equal(t, "failing", d.Control.Status.Status)
+	assert.Contains(t, *d.Control.Status.Reason, "longer than the policy")
+
+	// An expired certificate fails too, and a quiet agent fails the inventory.
+	owner(`UPDATE agent_certificates SET not_before = now() - interval '3 days', not_after = now() - interval '1 hour'`)
+	owner(`UPDATE agents SET last_seen_at = now() - interval '10 minutes'`)
+	evaluate(t, env, env.Tenant.ID)
+	assert.Contains(t, *getDetail(t, admin, "nist-800-53-r5:ia-3").Control.Status.Reason, "no valid current certificate")
+	assert.Equal(t, "failing", getDetail(t, admin, "nist-800-53-r5:cm-8").Control.Status.Status)
+	assert.Equal(t, "failing", getDetail(t, admin, "cis-v8:1.1").Control.Status.Status)
+}

@@ -34,10 +34,12 @@ type Params struct {
 	// MissedHeartbeats is how many heartbeat intervals an agent may miss
 	// before the inventory counts it stale.
 	MissedHeartbeats int
+	// MaxCertLifetime is the longest agent certificate lifetime accepted.
+	MaxCertLifetime time.Duration
 }
 
 // DefaultParams are the baseline policies' defaults.
-var DefaultParams = Params{UnauthorizedSLA: 24 * time.Hour, MissedHeartbeats: 3}
+var DefaultParams = Params{UnauthorizedSLA: 24 * time.Hour, MissedHeartbeats: 3, MaxCertLifetime: 30 * 24 * time.Hour}
 
 // result is one evaluator's verdict.
 type result struct {
@@ -122,23 +124,28 @@ func unauthorizedWithinSLA(ctx context.Context, tx pgx.Tx, _ uuid.UUID, p Params
 }
 
 // deviceAuthentication (IA-3): every enrolled agent authenticates with a
-// current certificate that has not expired.
-func deviceAuthentication(ctx context.Context, tx pgx.Tx, _ uuid.UUID, _ Params) (result, error) {
-	var agents, expired, missing int
+// current certificate that has not expired and whose lifetime is within the
+// tenant's policy.
+func deviceAuthentication(ctx context.Context, tx pgx.Tx, _ uuid.UUID, p Params) (result, error) {
+	var agents, expired, missing, tooLong int
 	err := tx.QueryRow(ctx, `SELECT count(*),
 		count(*) FILTER (WHERE c.not_after < now()),
-		count(*) FILTER (WHERE c.agent_id IS NULL)
+		count(*) FILTER (WHERE c.agent_id IS NULL),
+		count(*) FILTER (WHERE c.not_after - c.not_before > make_interval(secs => $1))
 		FROM agents a LEFT JOIN agent_certificates c ON c.tenant_id = a.tenant_id AND c.agent_id = a.id AND c.state = 'current'
-		WHERE a.revoked_at IS NULL`).Scan(&agents, &expired, &missing)
+		WHERE a.revoked_at IS NULL`, p.MaxCertLifetime.Seconds()).Scan(&agents, &expired, &missing, &tooLong)
 	if err != nil {
 		return result{}, fmt.Errorf("device authentication: %w", err)
 	}
-	figures := map[string]any{"agents": agents, "expired_certificates": expired, "without_certificate": missing}
+	figures := map[string]any{"agents": agents, "expired_certificates": expired, "without_certificate": missing,
+		"lifetime_over_policy": tooLong, "max_lifetime_seconds": int64(p.MaxCertLifetime.Seconds())}
 	switch {
 	case agents == 0:
 		return result{StatusUnknown, "no enrolled agents", figures, nil}, nil
 	case expired+missing > 0:
 		return result{StatusFailing, fmt.Sprintf("%d of %d agents have no valid current certificate", expired+missing, agents), figures, nil}, nil
+	case tooLong > 0:
+		return result{StatusFailing, fmt.Sprintf("%d of %d agents hold certificates valid longer than the policy's %s", tooLong, agents, p.MaxCertLifetime), figures, nil}, nil
 	}
 	return result{StatusPassing, fmt.Sprintf("all %d agents authenticate with a valid current certificate", agents), figures, nil}, nil
 }

@@ -54,7 +54,7 @@ var Baselines = []*Baseline{
 	},
 	{
 		ID: "agent-certificate-lifetime", Name: "Agent certificate lifetime",
-		Description: "The longest agent client certificate lifetime the tenant accepts (IA-3).",
+		Description: "The longest agent client certificate lifetime the tenant accepts: a longer one fails IA-3.",
 		Schema: `{"type": "object", "additionalProperties": false, "required": ["max_lifetime_days"],
 			"properties": {"max_lifetime_days": {"type": "integer", "minimum": 1, "maximum": 397}}}`,
 		Defaults: map[string]any{"max_lifetime_days": 30},
@@ -301,6 +301,10 @@ func LoadParams(ctx context.Context, tx pgx.Tx) (Params, error) {
 		case "agent-heartbeat-freshness":
 			if n, ok := pol.Parameters["missed_heartbeats"].(float64); ok {
 				p.MissedHeartbeats = int(n)
+			}
+		case "agent-certificate-lifetime":
+			if d, ok := pol.Parameters["max_lifetime_days"].(float64); ok {
+				p.MaxCertLifetime = time.Duration(d) * 24 * time.Hour
 			}
 		}
 	}
