@@ -15,6 +15,7 @@ import (
 	"github.com/edgeward/edgeward/controlplane/internal/apitest"
 	"github.com/edgeward/edgeward/controlplane/internal/caller"
 	"github.com/edgeward/edgeward/controlplane/internal/compliance"
+	"github.com/edgeward/edgeward/controlplane/internal/compliance/catalog"
 	"github.com/edgeward/edgeward/controlplane/internal/db"
 	"github.com/edgeward/edgeward/controlplane/internal/evidence"
 )
@@ -467,4 +468,46 @@ func TestDeviceAuthenticationFollowsCertificatesAndPolicy(t *testing.T) {
 	assert.Contains(t, *getDetail(t, admin, "nist-800-53-r5:ia-3").Control.Status.Reason, "no valid current certificate")
 	assert.Equal(t, "failing", getDetail(t, admin, "nist-800-53-r5:cm-8").Control.Status.Status)
 	assert.Equal(t, "failing", getDetail(t, admin, "cis-v8:1.1").Control.Status.Status)
+}
+
+// TestCatalogUpgradesInPlace: a catalog of another version replaces the
+// stored one (what a newer binary's migrate does); tenant statuses stay.
+func TestCatalogUpgradesInPlace(t *testing.T) {
+	env := apitest.Start(t)
+	admin := env.Client(t, env.AdminToken)
+	evaluate(t, env, env.Tenant.ID)
+	ctx := context.Background()
+
+	c, err := catalog.Load()
+	require.NoError(t, err)
+	store := func(c *catalog.Catalog) bool {
+		var wrote bool
+		require.NoError(t, pgx.BeginFunc(ctx, env.DB.Owner, func(tx pgx.Tx) error {
+			var err error
+			wrote, err = catalog.Store(ctx, tx, c)
+			return err
+		}))
+		return wrote
+	}
+	assert.False(t, store(c), "the same version is not written again")
+
+	c.Version += "-next"
+	for i := range c.Controls {
+		if c.Controls[i].ID() == "nist-800-53-r5:au-9" {
+			c.Controls[i].Title = "Protection of Audit Information (renamed)"
+		}
+	}
+	assert.True(t, store(c))
+	d := getDetail(t, admin, "nist-800-53-r5:au-9")
+	assert.Contains(t, string(admin.Do(http.MethodGet, "/api/v1/compliance/controls/nist-800-53-r5:au-9", nil).Body), "(renamed)")
+	assert.Equal(t, "passing", d.Control.Status.Status, "the tenant's status survives the upgrade")
+	r := admin.Do(http.MethodGet, "/api/v1/compliance/frameworks", nil)
+	assert.Contains(t, string(r.Body), c.Version)
+
+	// The runtime role can only read the catalog.
+	err = db.InTenant(ctx, env.DB.App, env.Tenant.ID, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `UPDATE compliance_controls SET title = 'x'`)
+		return err
+	})
+	assert.ErrorContains(t, err, "permission denied")
 }
