@@ -37,9 +37,12 @@ cross: ## Cross-compile the agent for every supported platform into bin/.
 # Every test, with the race detector: unit, integration on real PostgreSQL
 # (DATABASE_URL, or a private throwaway cluster), and end-to-end tests of the
 # real binaries. Then the check that every operation of the spec was exercised.
+# Test packages mostly wait (PostgreSQL, child processes, timers), so twice
+# as many run at once as there are CPUs.
+TEST_PARALLEL ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 2) * 2 )))
 test: ## Run every test (-race), then check every API operation was exercised.
 	@rm -rf $(COVDIR)
-	EDGEWARD_API_COVERAGE_DIR=$(COVDIR) $(GO) test -race -count=1 $(PACKAGES)
+	EDGEWARD_API_COVERAGE_DIR=$(COVDIR) $(GO) test -race -count=1 -p $(TEST_PARALLEL) $(PACKAGES)
 	set -o pipefail; EDGEWARD_API_COVERAGE_DIR=$(COVDIR) EDGEWARD_API_COVERAGE_CHECK=1 \
 		$(GO) test -count=1 -run '^TestEveryOperationIsExercised$$' -v ./controlplane/internal/apitest | grep -E '^(---|ok|FAIL|\s+coverage_test)' || exit 1
 
