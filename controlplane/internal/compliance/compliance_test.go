@@ -442,7 +442,7 @@ func TestDeviceAuthenticationFollowsCertificatesAndPolicy(t *testing.T) {
 	owner(`INSERT INTO agents (tenant_id, id, machine_id, hostname, asset_id, enrolled_at, last_seen_at, heartbeat_interval_seconds)
 		VALUES ($1, $2, 'm-1', 'laptop', $3, now(), now(), 60)`, env.Tenant.ID, agentID, assetID)
 	owner(`INSERT INTO agent_certificates (tenant_id, fingerprint, agent_id, serial, not_before, not_after, state)
-		VALUES ($1, sha256('c1'), $2, '1', now() - interval '1 day', now() + interval '29 days', 'current')`, env.Tenant.ID, agentID)
+		VALUES ($1, sha256('c1'), $2, '1', now() - interval '1 day 5 minutes', now() + interval '29 days', 'current')`, env.Tenant.ID, agentID)
 
 	evaluate(t, env, env.Tenant.ID)
 	assert.Equal(t, "passing", getDetail(t, admin, "nist-800-53-r5:ia-3").Control.Status.Status)

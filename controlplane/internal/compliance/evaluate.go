@@ -125,13 +125,14 @@ func unauthorizedWithinSLA(ctx context.Context, tx pgx.Tx, _ uuid.UUID, p Params
 
 // deviceAuthentication (IA-3): every enrolled agent authenticates with a
 // current certificate that has not expired and whose lifetime is within the
-// tenant's policy.
+// tenant's policy. Certificates start a few minutes early (clock skew); up
+// to an hour of that is not counted as lifetime.
 func deviceAuthentication(ctx context.Context, tx pgx.Tx, _ uuid.UUID, p Params) (result, error) {
 	var agents, expired, missing, tooLong int
 	err := tx.QueryRow(ctx, `SELECT count(*),
 		count(*) FILTER (WHERE c.not_after < now()),
 		count(*) FILTER (WHERE c.agent_id IS NULL),
-		count(*) FILTER (WHERE c.not_after - c.not_before > make_interval(secs => $1))
+		count(*) FILTER (WHERE c.not_after - c.not_before > make_interval(secs => $1) + interval '1 hour')
 		FROM agents a LEFT JOIN agent_certificates c ON c.tenant_id = a.tenant_id AND c.agent_id = a.id AND c.state = 'current'
 		WHERE a.revoked_at IS NULL`, p.MaxCertLifetime.Seconds()).Scan(&agents, &expired, &missing, &tooLong)
 	if err != nil {
