@@ -453,6 +453,9 @@ func TestDestinationRulesAndConcurrency(t *testing.T) {
 	assert.Nil(t, d.AuthHeader)
 	assert.Equal(t, []string{"alert.raised", "ticket.updated"}, d.EventTypes)
 	assert.Equal(t, `"v2"`, r.Header.Get("ETag"))
+	r = h.admin.Do(http.MethodPatch, path, map[string]any{"name": "renamed", "auth_header": nil}, apitest.Header("If-Match", `"v2"`))
+	require.Equal(t, http.StatusOK, r.Status, "%s", r.Body)
+	assert.Equal(t, `"v2"`, r.Header.Get("ETag"), "a change that changes nothing makes no new version")
 
 	// Rotation: the new secret is returned once; the old one still signs.
 	r = h.admin.Do(http.MethodPost, path+"/rotate-secret", nil)

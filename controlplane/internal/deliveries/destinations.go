@@ -221,10 +221,12 @@ func UpdateDestination(ctx context.Context, tx pgx.Tx, keys *secrets.Keyring, te
 		if name == "" {
 			return Destination{}, problem.Invalid("name must not be blank", problem.Field{Pointer: "#/name", Detail: "blank"})
 		}
-		set("name", name)
-		changed["name"] = name
+		if name != d.Name {
+			set("name", name)
+			changed["name"] = name
+		}
 	}
-	if p.URL != nil {
+	if p.URL != nil && *p.URL != d.URL {
 		set("url", *p.URL)
 		changed["endpoint"] = endpoint(*p.URL)
 	}
@@ -233,11 +235,13 @@ func UpdateDestination(ctx context.Context, tx pgx.Tx, keys *secrets.Keyring, te
 		if err != nil {
 			return Destination{}, err
 		}
-		set("event_types", types)
-		changed["event_types"] = types
+		if !slices.Equal(types, d.EventTypes) {
+			set("event_types", types)
+			changed["event_types"] = types
+		}
 	}
 	switch {
-	case p.ClearAuthHeader:
+	case p.ClearAuthHeader && d.AuthHeaderName != nil:
 		sets = append(sets, "auth_header_name = NULL", "auth_header_sealed = NULL")
 		changed["auth_header_configured"] = false
 	case p.AuthHeader != nil:
@@ -259,6 +263,9 @@ func UpdateDestination(ctx context.Context, tx pgx.Tx, keys *secrets.Keyring, te
 			set("disabled_reason", ReasonByUser)
 			sets = append(sets, "enabled = false", "disabled_at = now()")
 		}
+	}
+	if len(changed) == 0 {
+		return d, nil // nothing differs: no new version, nothing to audit
 	}
 	if _, err := tx.Exec(ctx, `UPDATE delivery_destinations SET `+strings.Join(sets, ", ")+` WHERE tenant_id = $1 AND id = $2`, args...); err != nil {
 		return Destination{}, fmt.Errorf("update destination: %w", err)
