@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -113,7 +114,22 @@ func (v Verification) OK() bool { return v.Broken == nil }
 // (events removed from the end).
 func Verify(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID) (Verification, error) {
 	v := Verification{TenantID: tenantID, CheckedAt: time.Now().UTC(), HeadHash: GenesisHash}
-	rows, err := tx.Query(ctx, "SELECT "+eventColumns+" FROM audit_events WHERE tenant_id = $1 ORDER BY seq", tenantID)
+	// The head first: an event and its head move commit together, so every
+	// event up to the head read here is visible to the next statement, and
+	// events committed meanwhile (past the head) are left out instead of
+	// looking like a truncated chain.
+	var headSeq int64
+	var headHash []byte
+	err := tx.QueryRow(ctx, "SELECT seq, hash FROM audit_chain_heads WHERE tenant_id = $1", tenantID).Scan(&headSeq, &headHash)
+	headFound := err == nil
+	if err != nil && err != pgx.ErrNoRows {
+		return v, fmt.Errorf("verify audit chain: read head: %w", err)
+	}
+	bound := int64(math.MaxInt64)
+	if headFound {
+		bound = headSeq
+	}
+	rows, err := tx.Query(ctx, "SELECT "+eventColumns+" FROM audit_events WHERE tenant_id = $1 AND seq <= $2 ORDER BY seq", tenantID, bound)
 	if err != nil {
 		return v, fmt.Errorf("verify audit chain: %w", err)
 	}
@@ -139,16 +155,11 @@ func Verify(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID) (Verification, e
 	if v.Broken != nil {
 		return v, nil
 	}
-	var headSeq int64
-	var headHash []byte
-	err = tx.QueryRow(ctx, "SELECT seq, hash FROM audit_chain_heads WHERE tenant_id = $1", tenantID).Scan(&headSeq, &headHash)
 	switch {
-	case err == pgx.ErrNoRows:
+	case !headFound:
 		if v.EventCount > 0 {
 			v.Broken = &Break{Seq: v.HeadSeq, Reason: "the chain head is missing"}
 		}
-	case err != nil:
-		return v, fmt.Errorf("verify audit chain: read head: %w", err)
 	case headSeq != v.HeadSeq || !bytes.Equal(headHash, v.HeadHash):
 		v.Broken = &Break{Seq: v.HeadSeq + 1, Reason: fmt.Sprintf(
 			"the chain head is at seq %d but the last stored event is seq %d: events after it were removed", headSeq, v.HeadSeq)}

@@ -69,6 +69,9 @@ func (a *API) ListComplianceControls(ctx context.Context, req api.ListCompliance
 	if has, err := page.Decode(p.Cursor, &cur); err != nil {
 		return nil, err
 	} else if has {
+		if !page.ValidInt32(cur.S) {
+			return nil, page.InvalidCursor()
+		}
 		f.AfterFramework, f.AfterSort = cur.F, cur.S
 	}
 	var list []Control
@@ -319,6 +322,9 @@ func (a *API) ListCompliancePolicyVersions(ctx context.Context, req api.ListComp
 	var cur versionCursor
 	if _, err := page.Decode(req.Params.Cursor, &cur); err != nil {
 		return nil, err
+	}
+	if !page.ValidInt32(cur.V) {
+		return nil, page.InvalidCursor()
 	}
 	var list []PolicyVersion
 	if err := a.inTenant(ctx, func(_ caller.Caller, tx pgx.Tx) (err error) {

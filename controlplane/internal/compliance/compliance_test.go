@@ -2,6 +2,7 @@ package compliance_test
 
 import (
 	"context"
+	"encoding/base64"
 	"net/http"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/edgeward/edgeward/controlplane/internal/apitest"
+	"github.com/edgeward/edgeward/controlplane/internal/audit"
 	"github.com/edgeward/edgeward/controlplane/internal/caller"
 	"github.com/edgeward/edgeward/controlplane/internal/compliance"
 	"github.com/edgeward/edgeward/controlplane/internal/compliance/catalog"
@@ -392,6 +394,11 @@ func TestPoliciesForkUpdateAndHistoryDriveTheEvaluators(t *testing.T) {
 	require.Equal(t, http.StatusOK, r.Status)
 	assert.Contains(t, string(r.Body), `"sla_hours":24`)
 	auditor.Do(http.MethodGet, path+"/versions/3", nil).Problem(t, http.StatusNotFound)
+	auditor.Do(http.MethodGet, path+"/versions/3000000000", nil).Problem(t, http.StatusBadRequest)
+	huge := base64.RawURLEncoding.EncodeToString([]byte(`{"v":3000000000}`))
+	assert.Equal(t, "invalid_cursor", auditor.Do(http.MethodGet, path+"/versions?cursor="+huge, nil).Problem(t, http.StatusBadRequest).Code)
+	huge = base64.RawURLEncoding.EncodeToString([]byte(`{"f":"cis-v8","s":3000000000}`))
+	assert.Equal(t, "invalid_cursor", auditor.Do(http.MethodGet, "/api/v1/compliance/controls?cursor="+huge, nil).Problem(t, http.StatusBadRequest).Code)
 	auditor.Do(http.MethodGet, base+"/versions", nil).Problem(t, http.StatusNotFound)
 
 	r = admin.Do(http.MethodGet, "/api/v1/audit/events?limit=200", nil)
@@ -491,7 +498,8 @@ func TestCatalogUpgradesInPlace(t *testing.T) {
 	}
 	assert.False(t, store(c), "the same version is not written again")
 
-	c.Version += "-next"
+	original := c.Version
+	c.Version = "9999.1.1"
 	for i := range c.Controls {
 		if c.Controls[i].ID() == "nist-800-53-r5:au-9" {
 			c.Controls[i].Title = "Protection of Audit Information (renamed)"
@@ -504,10 +512,47 @@ func TestCatalogUpgradesInPlace(t *testing.T) {
 	r := admin.Do(http.MethodGet, "/api/v1/compliance/frameworks", nil)
 	assert.Contains(t, string(r.Body), c.Version)
 
+	// An older binary's migrate (a rollback) leaves the newer catalog.
+	older, err := catalog.Load()
+	require.NoError(t, err)
+	require.Equal(t, original, older.Version)
+	assert.False(t, store(older))
+	assert.Contains(t, string(admin.Do(http.MethodGet, "/api/v1/compliance/frameworks", nil).Body), "9999.1.1")
+
 	// The runtime role can only read the catalog.
 	err = db.InTenant(ctx, env.DB.App, env.Tenant.ID, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `UPDATE compliance_controls SET title = 'x'`)
 		return err
 	})
 	assert.ErrorContains(t, err, "permission denied")
+}
+
+// TestEvaluationUnderConcurrentAuditing: audit events committed while an
+// evaluation runs neither break AU-9 nor make new evidence (a passing
+// verdict names no live counts).
+func TestEvaluationUnderConcurrentAuditing(t *testing.T) {
+	env := apitest.Start(t)
+	admin := env.Client(t, env.AdminToken)
+	evaluate(t, env, env.Tenant.ID)
+	count := func() int {
+		return strings.Count(string(admin.Do(http.MethodGet, "/api/v1/evidence?kind=control_evaluation&limit=200", nil).Body), `"id"`)
+	}
+	before := count()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			_ = db.InTenant(ctx, env.DB.App, env.Tenant.ID, func(tx pgx.Tx) error {
+				return audit.Record(ctx, tx, env.Tenant.ID, audit.Entry{Action: "test.activity", TargetType: "test"})
+			})
+		}
+	}()
+	for range 15 {
+		evaluate(t, env, env.Tenant.ID)
+		assert.Equal(t, "passing", getDetail(t, admin, "nist-800-53-r5:au-9").Control.Status.Status)
+	}
+	cancel()
+	<-done
+	assert.Equal(t, before, count(), "unchanged verdicts make no evidence")
 }

@@ -93,7 +93,7 @@ func inventoryCoverage(ctx context.Context, tx pgx.Tx, _ uuid.UUID, p Params) (r
 	case stale > 0:
 		return result{StatusFailing, fmt.Sprintf("%d of %d agents missed more than %d heartbeats: the inventory is not current", stale, agents, p.MissedHeartbeats), figures, nil}, nil
 	}
-	return result{StatusPassing, fmt.Sprintf("%d agents report; %d assets inventoried", agents, assets), figures, nil}, nil
+	return result{StatusPassing, fmt.Sprintf("every enrolled agent reports within %d heartbeat intervals", p.MissedHeartbeats), figures, nil}, nil
 }
 
 // unauthorizedWithinSLA (CM-8(3), CIS 1.2): no unauthorized-device alert
@@ -108,7 +108,7 @@ func unauthorizedWithinSLA(ctx context.Context, tx pgx.Tx, _ uuid.UUID, p Params
 	}
 	figures := map[string]any{"open_alerts": open, "overdue_alerts": overdue, "sla_seconds": int64(p.UnauthorizedSLA.Seconds())}
 	if overdue == 0 {
-		return result{StatusPassing, fmt.Sprintf("%d unauthorized-device alerts open, none older than the %s SLA", open, p.UnauthorizedSLA), figures, nil}, nil
+		return result{StatusPassing, fmt.Sprintf("no unauthorized-device alert is unresolved past the %s SLA", p.UnauthorizedSLA), figures, nil}, nil
 	}
 	rows, err := tx.Query(ctx, `SELECT e.id FROM alerts a JOIN evidence e ON e.tenant_id = a.tenant_id AND e.alert_id = a.id
 		WHERE a.type = 'unauthorized_device' AND a.status <> 'resolved' AND a.first_seen_at < now() - make_interval(secs => $1)
@@ -148,7 +148,7 @@ func deviceAuthentication(ctx context.Context, tx pgx.Tx, _ uuid.UUID, p Params)
 	case tooLong > 0:
 		return result{StatusFailing, fmt.Sprintf("%d of %d agents hold certificates valid longer than the policy's %s", tooLong, agents, p.MaxCertLifetime), figures, nil}, nil
 	}
-	return result{StatusPassing, fmt.Sprintf("all %d agents authenticate with a valid current certificate", agents), figures, nil}, nil
+	return result{StatusPassing, "every enrolled agent authenticates with a valid current certificate within the lifetime policy", figures, nil}, nil
 }
 
 // auditIntegrity (AU-9): the tenant's audit hash chain verifies.
@@ -162,8 +162,12 @@ func auditIntegrity(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, _ Params
 		figures["broken_at_seq"] = v.Broken.Seq
 		return result{StatusFailing, fmt.Sprintf("the audit chain is broken at event %d: %s", v.Broken.Seq, v.Broken.Reason), figures, nil}, nil
 	}
-	return result{StatusPassing, fmt.Sprintf("the audit chain of %d events verifies", v.EventCount), figures, nil}, nil
+	return result{StatusPassing, "the audit hash chain verifies", figures, nil}, nil
 }
+
+// clockTolerance absorbs the difference between the database's clock
+// (outbox times) and a replica's (audit times).
+const clockTolerance = time.Minute
 
 // auditGeneration (AU-2, AU-12): state changes are being recorded: the
 // trail has events, and none of the domain changes is newer than its last
@@ -180,11 +184,14 @@ func auditGeneration(ctx context.Context, tx pgx.Tx, _ uuid.UUID, _ Params) (res
 	switch {
 	case events == 0:
 		return result{StatusFailing, "the audit trail holds no events", figures, nil}, nil
-	case lastChange != nil && lastEvent != nil && lastChange.After(lastEvent.Add(time.Second)):
+	case lastChange != nil && lastEvent != nil && lastChange.After(lastEvent.Add(clockTolerance)):
 		return result{StatusFailing, "a domain change is newer than the last audit event", figures, nil}, nil
 	}
-	return result{StatusPassing, fmt.Sprintf("%d audit events recorded; every change is audited in its own transaction", events), figures, nil}, nil
+	return result{StatusPassing, "audit events are recorded, and no domain change is newer than the last of them", figures, nil}, nil
 }
+
+// Reasons of passing verdicts name no live counts (those are in the
+// figures): a verdict that changes nothing writes no new evidence.
 
 // Evaluate runs every evaluator for the transaction's tenant and stores
 // the verdicts. A control marked not_applicable is left alone. A verdict
@@ -248,13 +255,18 @@ func store(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, control, evaluato
 		}
 		*evidenceID = &id
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO control_status (tenant_id, control_id, status, evaluator, reason, evaluated_at, evidence_id, changed_at)
+	tag, err := tx.Exec(ctx, `INSERT INTO control_status (tenant_id, control_id, status, evaluator, reason, evaluated_at, evidence_id, changed_at)
 		VALUES ($1, $2, $3, $4, $5, now(), $6, now())
 		ON CONFLICT (tenant_id, control_id) DO UPDATE SET status = EXCLUDED.status, evaluator = EXCLUDED.evaluator,
 		reason = EXCLUDED.reason, evaluated_at = EXCLUDED.evaluated_at, evidence_id = EXCLUDED.evidence_id,
-		changed_at = CASE WHEN control_status.status = EXCLUDED.status THEN control_status.changed_at ELSE EXCLUDED.changed_at END`,
-		tenantID, control, r.Status, evaluatorName, r.Reason, **evidenceID); err != nil {
+		changed_at = CASE WHEN control_status.status = EXCLUDED.status THEN control_status.changed_at ELSE EXCLUDED.changed_at END
+		WHERE control_status.status <> 'not_applicable'`,
+		tenantID, control, r.Status, evaluatorName, r.Reason, **evidenceID)
+	if err != nil {
 		return 0, fmt.Errorf("store control status: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return 0, nil // marked not applicable meanwhile: left alone
 	}
 	if _, err := tx.Exec(ctx, `DELETE FROM control_evidence WHERE control_id = $1 AND role = 'cited'`, control); err != nil {
 		return 0, err

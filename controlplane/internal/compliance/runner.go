@@ -129,6 +129,10 @@ type evaluateWorker struct {
 	r *Runner
 }
 
+// Timeout: an evaluation verifies the tenant's whole audit chain, which
+// may take far longer than a webhook attempt (the client's default).
+func (w *evaluateWorker) Timeout(*river.Job[evaluateArgs]) time.Duration { return 10 * time.Minute }
+
 func (w *evaluateWorker) Work(ctx context.Context, job *river.Job[evaluateArgs]) error {
 	n, err := w.r.EvaluateTenant(ctx, job.Args.TenantID)
 	if err != nil {

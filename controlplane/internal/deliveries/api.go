@@ -219,6 +219,9 @@ func (a *API) ListDeliveryAttempts(ctx context.Context, req api.ListDeliveryAtte
 	if _, err := page.Decode(req.Params.Cursor, &cur); err != nil {
 		return nil, err
 	}
+	if !page.ValidInt32(cur.N) {
+		return nil, page.InvalidCursor()
+	}
 	var list []Attempt
 	if err := a.inTenant(ctx, func(_ caller.Caller, tx pgx.Tx) (err error) {
 		list, err = Attempts(ctx, tx, req.DeliveryId, cur.N, limit)

@@ -6,6 +6,7 @@ package page
 import (
 	"encoding/base64"
 	"encoding/json"
+	"math"
 	"net/http"
 
 	"github.com/edgeward/edgeward/controlplane/internal/problem"
@@ -50,11 +51,23 @@ func Decode(cursor *string, key any) (bool, error) {
 		err = json.Unmarshal(b, key)
 	}
 	if err != nil {
-		p := problem.New(http.StatusBadRequest, "invalid_cursor", "the cursor is not one this API returned; start again without a cursor")
-		p.Errors = []problem.Field{{Parameter: "cursor", Detail: "not a valid cursor"}}
-		return false, p
+		return false, InvalidCursor()
 	}
 	return true, nil
+}
+
+// InvalidCursor is the 400 for a cursor this API did not return (also for
+// one that decodes but holds an impossible position).
+func InvalidCursor() error {
+	p := problem.New(http.StatusBadRequest, "invalid_cursor", "the cursor is not one this API returned; start again without a cursor")
+	p.Errors = []problem.Field{{Parameter: "cursor", Detail: "not a valid cursor"}}
+	return p
+}
+
+// ValidInt32 reports whether a position decoded from a cursor fits the
+// integer columns positions are compared with.
+func ValidInt32(n int) bool {
+	return n >= math.MinInt32 && n <= math.MaxInt32
 }
 
 // Trim cuts rows fetched with limit+1 down to limit and says whether more

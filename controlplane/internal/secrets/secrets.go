@@ -169,31 +169,46 @@ func resolve(ref string) ([]byte, error) {
 	return b, nil
 }
 
-// createKeyFile writes a new random key unless the file exists.
+// createKeyFile writes a new random key unless the file exists. The key is
+// written to a temporary file, synced, and linked into place, so no process
+// (a replica starting at the same time, or this one after a power loss)
+// ever reads a partial key.
 func createKeyFile(path string) error {
 	if _, err := os.Stat(path); err == nil {
 		return nil
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("secrets: %w", err)
 	}
 	b := make([]byte, KeySize)
 	if _, err := rand.Read(b); err != nil {
 		return err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, os.ErrExist) {
-		return nil // another process made it first
-	}
+	f, err := os.CreateTemp(dir, DefaultKeyFile+".*")
 	if err != nil {
 		return fmt.Errorf("secrets: create key file: %w", err)
 	}
-	_, err = f.WriteString(base64.StdEncoding.EncodeToString(b) + "\n")
+	tmp := f.Name()
+	defer func() { _ = os.Remove(tmp) }()
+	if err = f.Chmod(0o600); err == nil {
+		_, err = f.WriteString(base64.StdEncoding.EncodeToString(b) + "\n")
+	}
+	if err == nil {
+		err = f.Sync()
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		return fmt.Errorf("secrets: write key file: %w", err)
+	}
+	if err := os.Link(tmp, path); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("secrets: install key file: %w", err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		_ = d.Close()
 	}
 	return nil
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -25,7 +27,9 @@ func Store(ctx context.Context, tx pgx.Tx, c *Catalog) (bool, error) {
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return false, fmt.Errorf("catalog: read version: %w", err)
 	}
-	if stored == c.Version {
+	if stored != "" && !newer(c.Version, stored) {
+		// The same version, or an older binary's migrate during a rolling
+		// deploy or a rollback: the newer catalog stays.
 		return false, nil
 	}
 	var (
@@ -99,4 +103,29 @@ func Store(ctx context.Context, tx pgx.Tx, c *Catalog) (bool, error) {
 		}
 	}
 	return true, nil
+}
+
+// newer reports whether version a is later than b. Versions are dotted
+// numbers (2026.11.1); a part that is not a number compares as text.
+func newer(a, b string) bool {
+	pa, pb := strings.Split(a, "."), strings.Split(b, ".")
+	for i := 0; i < max(len(pa), len(pb)); i++ {
+		var x, y string
+		if i < len(pa) {
+			x = pa[i]
+		}
+		if i < len(pb) {
+			y = pb[i]
+		}
+		if x == y {
+			continue
+		}
+		nx, ex := strconv.Atoi(x)
+		ny, ey := strconv.Atoi(y)
+		if ex == nil && ey == nil {
+			return nx > ny
+		}
+		return x > y
+	}
+	return false
 }

@@ -176,11 +176,21 @@ func (s *Sender) Send(ctx context.Context, m Message) Result {
 	// A body that stalls or breaks after the status line does not change
 	// the outcome: the receiver has already said whether it took the
 	// webhook. What arrived is kept.
-	raw, _ := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBody+1))
-	if len(raw) > MaxResponseBody {
-		raw = raw[:MaxResponseBody]
-		res.Truncated = true
+	// The body is kept for the attempt record, which auditors read: a
+	// receiver that echoes the request (debug endpoints, some error pages)
+	// must not put the auth header or a secret there. Redaction runs before
+	// truncation, over enough extra bytes that no secret is cut in half.
+	limit := int64(MaxResponseBody + bodyRedactMargin)
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	more := int64(len(raw)) > limit
+	if more {
+		raw = raw[:limit]
 		_, _ = io.CopyN(io.Discard, resp.Body, drainLimit)
+	}
+	raw = []byte(redact(string(raw), sensitiveValues(m)))
+	if len(raw) > MaxResponseBody || more {
+		raw = raw[:min(len(raw), MaxResponseBody)]
+		res.Truncated = true
 	}
 	res.Body = cleanBody(raw, res.Truncated)
 
@@ -472,26 +482,14 @@ func cleanBody(b []byte, truncated bool) []byte {
 	return b
 }
 
-// trimPartialRune drops an incomplete UTF-8 sequence at the end of b.
-func trimPartialRune(b []byte) []byte {
-	for i := 1; i < utf8.UTFMax && i <= len(b); i++ {
-		if utf8.RuneStart(b[len(b)-i]) {
-			if !utf8.FullRune(b[len(b)-i:]) {
-				return b[:len(b)-i]
-			}
-			break
-		}
-	}
-	return b
-}
+// bodyRedactMargin is read past MaxResponseBody so that a secret straddling
+// the cut is still recognised and redacted (auth values are at most 4 KiB).
+const bodyRedactMargin = 4096 + 64
 
-// scrub removes from msg anything of m that must not reach the attempt
-// record: the auth header value, the secrets and their keys, and the URL's
-// query string, its values and its path (some services put the token in the
-// path). Messages are built from causes that should contain none of these;
-// this is the second line of defence, for instance against a receiver that
-// echoes our headers into a malformed response quoted by net/http.
-func scrub(msg string, m Message) string {
+// sensitiveValues are the strings of a message that must never be stored:
+// the auth header value, the secrets and their keys, and the URL's query
+// and path (receivers often carry their own token there).
+func sensitiveValues(m Message) []string {
 	var sensitive []string
 	add := func(s string) {
 		if len(s) >= 4 {
@@ -520,9 +518,38 @@ func scrub(msg string, m Message) string {
 	}
 	// Longest first, so a value inside a longer one cannot leave a tail.
 	sort.Slice(sensitive, func(i, j int) bool { return len(sensitive[i]) > len(sensitive[j]) })
+	return sensitive
+}
+
+// redact replaces every sensitive value in text.
+func redact(text string, sensitive []string) string {
 	for _, s := range sensitive {
-		msg = strings.ReplaceAll(msg, s, "[redacted]")
+		text = strings.ReplaceAll(text, s, "[redacted]")
 	}
+	return text
+}
+
+// trimPartialRune drops an incomplete UTF-8 sequence at the end of b.
+func trimPartialRune(b []byte) []byte {
+	for i := 1; i < utf8.UTFMax && i <= len(b); i++ {
+		if utf8.RuneStart(b[len(b)-i]) {
+			if !utf8.FullRune(b[len(b)-i:]) {
+				return b[:len(b)-i]
+			}
+			break
+		}
+	}
+	return b
+}
+
+// scrub removes from msg anything of m that must not reach the attempt
+// record: the auth header value, the secrets and their keys, and the URL's
+// query string, its values and its path (some services put the token in the
+// path). Messages are built from causes that should contain none of these;
+// this is the second line of defence, for instance against a receiver that
+// echoes our headers into a malformed response quoted by net/http.
+func scrub(msg string, m Message) string {
+	msg = redact(msg, sensitiveValues(m))
 	msg = strings.ToValidUTF8(msg, "\uFFFD")
 	if len(msg) > maxErrorLen {
 		cut := maxErrorLen

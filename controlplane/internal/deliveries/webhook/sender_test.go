@@ -487,3 +487,21 @@ func TestParseRetryAfterRoundsDatesUp(t *testing.T) {
 	assert.Equal(t, MaxRetryAfter, parseRetryAfter("86401", now))
 	assert.Equal(t, time.Duration(0), parseRetryAfter("-5", now))
 }
+
+// TestEchoedCredentialsAreRedactedFromTheStoredBody: a receiver that echoes
+// the request back must not put the auth value or the secret in the attempt
+// record, even when the echo is longer than the kept 4 KiB.
+func TestEchoedCredentialsAreRedactedFromTheStoredBody(t *testing.T) {
+	srv := newTestServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = io.WriteString(w, strings.Repeat("x", MaxResponseBody-30)+" Authorization: "+r.Header.Get("Authorization")+" "+strings.Repeat("y", 100))
+	})
+	m := message(srv.URL + "/hook")
+	m.AuthHeaderName, m.AuthHeaderValue = "Authorization", "Bearer ECHOED-credential-77"
+	res := newSender(t, loopback, srv.pool()).Send(context.Background(), m)
+	assert.Equal(t, http.StatusBadRequest, res.StatusCode)
+	assert.True(t, res.Truncated)
+	assert.LessOrEqual(t, len(res.Body), MaxResponseBody)
+	assert.NotContains(t, string(res.Body), "ECHOED")
+	assert.NotContains(t, string(res.Body), "Bearer ECH")
+}
