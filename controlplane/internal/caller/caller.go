@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/edgeward/edgeward/controlplane/internal/db"
 )
 
 // Roles a caller can hold. Auditors can only read.
@@ -68,4 +71,15 @@ func Require(ctx context.Context) (Caller, error) {
 		return Caller{}, errors.New("caller: no authenticated caller in the request context")
 	}
 	return c, nil
+}
+
+// InTenant runs fn in a row-level-security transaction of the calling
+// tenant (db.InTenant), for handlers that need both the caller and the
+// transaction.
+func InTenant(ctx context.Context, pool db.Beginner, fn func(c Caller, tx pgx.Tx) error) error {
+	c, err := Require(ctx)
+	if err != nil {
+		return err
+	}
+	return db.InTenant(ctx, pool, c.TenantID, func(tx pgx.Tx) error { return fn(c, tx) })
 }

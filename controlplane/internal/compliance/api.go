@@ -12,7 +12,6 @@ import (
 
 	"github.com/edgeward/edgeward/controlplane/internal/api"
 	"github.com/edgeward/edgeward/controlplane/internal/caller"
-	"github.com/edgeward/edgeward/controlplane/internal/db"
 	"github.com/edgeward/edgeward/controlplane/internal/etag"
 	"github.com/edgeward/edgeward/controlplane/internal/page"
 	"github.com/edgeward/edgeward/controlplane/internal/problem"
@@ -24,19 +23,11 @@ type API struct {
 	Runner *Runner
 }
 
-func (a *API) inTenant(ctx context.Context, fn func(c caller.Caller, tx pgx.Tx) error) error {
-	c, err := caller.Require(ctx)
-	if err != nil {
-		return err
-	}
-	return db.InTenant(ctx, a.Pool, c.TenantID, func(tx pgx.Tx) error { return fn(c, tx) })
-}
-
 // ListComplianceFrameworks implements GET /api/v1/compliance/frameworks.
 func (a *API) ListComplianceFrameworks(ctx context.Context, _ api.ListComplianceFrameworksRequestObject) (api.ListComplianceFrameworksResponseObject, error) {
 	var list []Framework
 	var version string
-	if err := a.inTenant(ctx, func(_ caller.Caller, tx pgx.Tx) (err error) {
+	if err := caller.InTenant(ctx, a.Pool, func(_ caller.Caller, tx pgx.Tx) (err error) {
 		if version, err = CatalogVersion(ctx, tx); err != nil {
 			return err
 		}
@@ -75,7 +66,7 @@ func (a *API) ListComplianceControls(ctx context.Context, req api.ListCompliance
 		f.AfterFramework, f.AfterSort = cur.F, cur.S
 	}
 	var list []Control
-	if err := a.inTenant(ctx, func(_ caller.Caller, tx pgx.Tx) (err error) {
+	if err := caller.InTenant(ctx, a.Pool, func(_ caller.Caller, tx pgx.Tx) (err error) {
 		list, err = Controls(ctx, tx, f)
 		return err
 	}); err != nil {
@@ -96,7 +87,7 @@ func (a *API) ListComplianceControls(ctx context.Context, req api.ListCompliance
 // GetComplianceControl implements GET /api/v1/compliance/controls/{control_id}.
 func (a *API) GetComplianceControl(ctx context.Context, req api.GetComplianceControlRequestObject) (api.GetComplianceControlResponseObject, error) {
 	var d api.ComplianceControlDetail
-	if err := a.inTenant(ctx, func(_ caller.Caller, tx pgx.Tx) (err error) {
+	if err := caller.InTenant(ctx, a.Pool, func(_ caller.Caller, tx pgx.Tx) (err error) {
 		d, err = detail(ctx, tx, req.ControlId)
 		return err
 	}); err != nil {
@@ -108,7 +99,7 @@ func (a *API) GetComplianceControl(ctx context.Context, req api.GetComplianceCon
 // MarkControlNotApplicable implements POST /api/v1/compliance/controls/{control_id}/not-applicable.
 func (a *API) MarkControlNotApplicable(ctx context.Context, req api.MarkControlNotApplicableRequestObject) (api.MarkControlNotApplicableResponseObject, error) {
 	var d api.ComplianceControlDetail
-	if err := a.inTenant(ctx, func(c caller.Caller, tx pgx.Tx) (err error) {
+	if err := caller.InTenant(ctx, a.Pool, func(c caller.Caller, tx pgx.Tx) (err error) {
 		if err = MarkNotApplicable(ctx, tx, c.TenantID, req.ControlId, req.Body.Justification); err != nil {
 			return err
 		}
@@ -123,7 +114,7 @@ func (a *API) MarkControlNotApplicable(ctx context.Context, req api.MarkControlN
 // ClearControlNotApplicable implements DELETE /api/v1/compliance/controls/{control_id}/not-applicable.
 func (a *API) ClearControlNotApplicable(ctx context.Context, req api.ClearControlNotApplicableRequestObject) (api.ClearControlNotApplicableResponseObject, error) {
 	var d api.ComplianceControlDetail
-	if err := a.inTenant(ctx, func(c caller.Caller, tx pgx.Tx) (err error) {
+	if err := caller.InTenant(ctx, a.Pool, func(c caller.Caller, tx pgx.Tx) (err error) {
 		if err = ClearNotApplicable(ctx, tx, c.TenantID, req.ControlId); err != nil {
 			return err
 		}
@@ -227,7 +218,7 @@ func (p Policy) etag() *string {
 // ListCompliancePolicies implements GET /api/v1/compliance/policies.
 func (a *API) ListCompliancePolicies(ctx context.Context, _ api.ListCompliancePoliciesRequestObject) (api.ListCompliancePoliciesResponseObject, error) {
 	var list []Policy
-	if err := a.inTenant(ctx, func(_ caller.Caller, tx pgx.Tx) (err error) {
+	if err := caller.InTenant(ctx, a.Pool, func(_ caller.Caller, tx pgx.Tx) (err error) {
 		list, err = Policies(ctx, tx)
 		return err
 	}); err != nil {
@@ -253,7 +244,7 @@ func (a *API) GetCompliancePolicy(ctx context.Context, req api.GetCompliancePoli
 		return api.GetCompliancePolicy200JSONResponse{Body: baselineToAPI(b), Headers: api.GetCompliancePolicy200ResponseHeaders{ETag: Policy{Version: 1}.etag()}}, nil
 	}
 	var p Policy
-	if err := a.inTenant(ctx, func(_ caller.Caller, tx pgx.Tx) (err error) {
+	if err := caller.InTenant(ctx, a.Pool, func(_ caller.Caller, tx pgx.Tx) (err error) {
 		p, err = GetPolicy(ctx, tx, id)
 		return err
 	}); err != nil {
@@ -276,7 +267,7 @@ func (a *API) ForkCompliancePolicy(ctx context.Context, req api.ForkCompliancePo
 		name = *req.Body.Name
 	}
 	var p Policy
-	if err := a.inTenant(ctx, func(c caller.Caller, tx pgx.Tx) (err error) {
+	if err := caller.InTenant(ctx, a.Pool, func(c caller.Caller, tx pgx.Tx) (err error) {
 		p, err = Fork(ctx, tx, c.TenantID, b.ID, name)
 		return err
 	}); err != nil {
@@ -296,7 +287,7 @@ func (a *API) UpdateCompliancePolicy(ctx context.Context, req api.UpdateComplian
 			"baseline policies are shipped and cannot be changed; fork it (POST .../fork) and change the copy")
 	}
 	var p Policy
-	if err := a.inTenant(ctx, func(c caller.Caller, tx pgx.Tx) (err error) {
+	if err := caller.InTenant(ctx, a.Pool, func(c caller.Caller, tx pgx.Tx) (err error) {
 		p, err = UpdatePolicy(ctx, tx, c.TenantID, id, req.Params.IfMatch, req.Body.Name, req.Body.Parameters)
 		return err
 	}); err != nil {
@@ -327,7 +318,7 @@ func (a *API) ListCompliancePolicyVersions(ctx context.Context, req api.ListComp
 		return nil, page.InvalidCursor()
 	}
 	var list []PolicyVersion
-	if err := a.inTenant(ctx, func(_ caller.Caller, tx pgx.Tx) (err error) {
+	if err := caller.InTenant(ctx, a.Pool, func(_ caller.Caller, tx pgx.Tx) (err error) {
 		list, err = PolicyVersions(ctx, tx, id, cur.V, limit)
 		return err
 	}); err != nil {
@@ -354,7 +345,7 @@ func (a *API) GetCompliancePolicyVersion(ctx context.Context, req api.GetComplia
 		return nil, problem.Newf(http.StatusNotFound, problem.CodeNotFound, "a baseline policy has no versions; its managed copy does")
 	}
 	var list []PolicyVersion
-	if err := a.inTenant(ctx, func(_ caller.Caller, tx pgx.Tx) (err error) {
+	if err := caller.InTenant(ctx, a.Pool, func(_ caller.Caller, tx pgx.Tx) (err error) {
 		list, err = PolicyVersions(ctx, tx, id, req.Version-1, 1)
 		return err
 	}); err != nil {

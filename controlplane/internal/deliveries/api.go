@@ -11,7 +11,6 @@ import (
 
 	"github.com/edgeward/edgeward/controlplane/internal/api"
 	"github.com/edgeward/edgeward/controlplane/internal/caller"
-	"github.com/edgeward/edgeward/controlplane/internal/db"
 	"github.com/edgeward/edgeward/controlplane/internal/deliveries/webhook"
 	"github.com/edgeward/edgeward/controlplane/internal/etag"
 	"github.com/edgeward/edgeward/controlplane/internal/page"
@@ -43,14 +42,6 @@ func (a *API) checkURL(ctx context.Context, raw, pointer string) error {
 	return err
 }
 
-func (a *API) inTenant(ctx context.Context, fn func(c caller.Caller, tx pgx.Tx) error) error {
-	c, err := caller.Require(ctx)
-	if err != nil {
-		return err
-	}
-	return db.InTenant(ctx, a.S.cfg.Pool, c.TenantID, func(tx pgx.Tx) error { return fn(c, tx) })
-}
-
 // ListDeliveryDestinations implements GET /api/v1/delivery-destinations.
 func (a *API) ListDeliveryDestinations(ctx context.Context, req api.ListDeliveryDestinationsRequestObject) (api.ListDeliveryDestinationsResponseObject, error) {
 	limit := page.Limit(req.Params.Limit)
@@ -62,7 +53,7 @@ func (a *API) ListDeliveryDestinations(ctx context.Context, req api.ListDelivery
 		before = &cur.ID
 	}
 	var list []Destination
-	if err := a.inTenant(ctx, func(_ caller.Caller, tx pgx.Tx) (err error) {
+	if err := caller.InTenant(ctx, a.S.cfg.Pool, func(_ caller.Caller, tx pgx.Tx) (err error) {
 		list, err = ListDestinations(ctx, tx, before, limit)
 		return err
 	}); err != nil {
@@ -91,7 +82,7 @@ func (a *API) CreateDeliveryDestination(ctx context.Context, req api.CreateDeliv
 	}
 	var d Destination
 	var secret string
-	if err := a.inTenant(ctx, func(c caller.Caller, tx pgx.Tx) (err error) {
+	if err := caller.InTenant(ctx, a.S.cfg.Pool, func(c caller.Caller, tx pgx.Tx) (err error) {
 		d, secret, err = CreateDestination(ctx, tx, a.S.cfg.Keys, c.TenantID, spec)
 		return err
 	}); err != nil {
@@ -104,7 +95,7 @@ func (a *API) CreateDeliveryDestination(ctx context.Context, req api.CreateDeliv
 // GetDeliveryDestination implements GET /api/v1/delivery-destinations/{destination_id}.
 func (a *API) GetDeliveryDestination(ctx context.Context, req api.GetDeliveryDestinationRequestObject) (api.GetDeliveryDestinationResponseObject, error) {
 	var d Destination
-	if err := a.inTenant(ctx, func(_ caller.Caller, tx pgx.Tx) (err error) {
+	if err := caller.InTenant(ctx, a.S.cfg.Pool, func(_ caller.Caller, tx pgx.Tx) (err error) {
 		d, err = GetDestination(ctx, tx, req.DestinationId)
 		return err
 	}); err != nil {
@@ -134,7 +125,7 @@ func (a *API) UpdateDeliveryDestination(ctx context.Context, req api.UpdateDeliv
 		}
 	}
 	var d Destination
-	if err := a.inTenant(ctx, func(c caller.Caller, tx pgx.Tx) (err error) {
+	if err := caller.InTenant(ctx, a.S.cfg.Pool, func(c caller.Caller, tx pgx.Tx) (err error) {
 		d, err = UpdateDestination(ctx, tx, a.S.cfg.Keys, c.TenantID, req.DestinationId, req.Params.IfMatch, p)
 		return err
 	}); err != nil {
@@ -145,7 +136,7 @@ func (a *API) UpdateDeliveryDestination(ctx context.Context, req api.UpdateDeliv
 
 // DeleteDeliveryDestination implements DELETE /api/v1/delivery-destinations/{destination_id}.
 func (a *API) DeleteDeliveryDestination(ctx context.Context, req api.DeleteDeliveryDestinationRequestObject) (api.DeleteDeliveryDestinationResponseObject, error) {
-	if err := a.inTenant(ctx, func(c caller.Caller, tx pgx.Tx) error {
+	if err := caller.InTenant(ctx, a.S.cfg.Pool, func(c caller.Caller, tx pgx.Tx) error {
 		return DeleteDestination(ctx, tx, c.TenantID, req.DestinationId)
 	}); err != nil {
 		return nil, err
@@ -157,7 +148,7 @@ func (a *API) DeleteDeliveryDestination(ctx context.Context, req api.DeleteDeliv
 func (a *API) RotateDeliveryDestinationSecret(ctx context.Context, req api.RotateDeliveryDestinationSecretRequestObject) (api.RotateDeliveryDestinationSecretResponseObject, error) {
 	var secret string
 	var until time.Time
-	if err := a.inTenant(ctx, func(c caller.Caller, tx pgx.Tx) (err error) {
+	if err := caller.InTenant(ctx, a.S.cfg.Pool, func(c caller.Caller, tx pgx.Tx) (err error) {
 		secret, until, err = RotateSecret(ctx, tx, a.S.cfg.Keys, c.TenantID, req.DestinationId, a.S.cfg.SecretOverlap)
 		return err
 	}); err != nil {
@@ -183,7 +174,7 @@ func (a *API) ListDeliveries(ctx context.Context, req api.ListDeliveriesRequestO
 		f.BeforeID = &cur.ID
 	}
 	var list []Delivery
-	if err := a.inTenant(ctx, func(_ caller.Caller, tx pgx.Tx) (err error) {
+	if err := caller.InTenant(ctx, a.S.cfg.Pool, func(_ caller.Caller, tx pgx.Tx) (err error) {
 		list, err = List(ctx, tx, f)
 		return err
 	}); err != nil {
@@ -203,7 +194,7 @@ func (a *API) ListDeliveries(ctx context.Context, req api.ListDeliveriesRequestO
 // GetDelivery implements GET /api/v1/deliveries/{delivery_id}.
 func (a *API) GetDelivery(ctx context.Context, req api.GetDeliveryRequestObject) (api.GetDeliveryResponseObject, error) {
 	var d Delivery
-	if err := a.inTenant(ctx, func(_ caller.Caller, tx pgx.Tx) (err error) {
+	if err := caller.InTenant(ctx, a.S.cfg.Pool, func(_ caller.Caller, tx pgx.Tx) (err error) {
 		d, err = Get(ctx, tx, req.DeliveryId)
 		return err
 	}); err != nil {
@@ -223,7 +214,7 @@ func (a *API) ListDeliveryAttempts(ctx context.Context, req api.ListDeliveryAtte
 		return nil, page.InvalidCursor()
 	}
 	var list []Attempt
-	if err := a.inTenant(ctx, func(_ caller.Caller, tx pgx.Tx) (err error) {
+	if err := caller.InTenant(ctx, a.S.cfg.Pool, func(_ caller.Caller, tx pgx.Tx) (err error) {
 		list, err = Attempts(ctx, tx, req.DeliveryId, cur.N, limit)
 		return err
 	}); err != nil {
@@ -243,7 +234,7 @@ func (a *API) ListDeliveryAttempts(ctx context.Context, req api.ListDeliveryAtte
 // RetryDelivery implements POST /api/v1/deliveries/{delivery_id}/retry.
 func (a *API) RetryDelivery(ctx context.Context, req api.RetryDeliveryRequestObject) (api.RetryDeliveryResponseObject, error) {
 	var d Delivery
-	if err := a.inTenant(ctx, func(c caller.Caller, tx pgx.Tx) (err error) {
+	if err := caller.InTenant(ctx, a.S.cfg.Pool, func(c caller.Caller, tx pgx.Tx) (err error) {
 		d, err = a.S.Retry(ctx, tx, c.TenantID, req.DeliveryId)
 		return err
 	}); err != nil {
