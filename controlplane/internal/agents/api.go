@@ -119,7 +119,7 @@ func (s *Service) ListAgents(ctx context.Context, req api.ListAgentsRequestObjec
 		q += " AND a.site_id = " + arg(*req.Params.SiteId)
 	}
 	var cur idCursor
-	if has, err := page.Decode(req.Params.Cursor, &cur); err != nil {
+	if has, err := page.Decode(ctx, req.Params.Cursor, &cur); err != nil {
 		return nil, err
 	} else if has {
 		q += " AND a.id < " + arg(cur.ID)
@@ -142,7 +142,7 @@ func (s *Service) ListAgents(ctx context.Context, req api.ListAgentsRequestObjec
 		out.Items = append(out.Items, a.toAPI())
 	}
 	if more {
-		out.NextCursor = page.Encode(idCursor{ID: list[len(list)-1].ID})
+		out.NextCursor = page.Encode(ctx, idCursor{ID: list[len(list)-1].ID})
 	}
 	return out, nil
 }

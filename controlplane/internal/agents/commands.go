@@ -180,7 +180,7 @@ func (s *Service) ListAgentCommands(ctx context.Context, req api.ListAgentComman
 	}
 	limit := page.Limit(req.Params.Limit)
 	var cur idCursor
-	has, err := page.Decode(req.Params.Cursor, &cur)
+	has, err := page.Decode(ctx, req.Params.Cursor, &cur)
 	if err != nil {
 		return nil, err
 	}
@@ -211,7 +211,7 @@ func (s *Service) ListAgentCommands(ctx context.Context, req api.ListAgentComman
 		out.Items = []api.Command{}
 	}
 	if more {
-		out.NextCursor = page.Encode(idCursor{ID: list[len(list)-1].Id})
+		out.NextCursor = page.Encode(ctx, idCursor{ID: list[len(list)-1].Id})
 	}
 	return out, nil
 }

@@ -2,6 +2,7 @@ package agents
 
 import (
 	"crypto/sha256"
+	"math"
 	"reflect"
 	"sort"
 	"strconv"
@@ -110,7 +111,7 @@ func factsFromProto(p *agentv1.HostFacts) *Facts {
 		Hostname: p.GetHostname(), OS: p.GetOs(), Platform: p.GetPlatform(), PlatformVersion: p.GetPlatformVersion(),
 		KernelVersion: p.GetKernelVersion(), Arch: p.GetArch(), AgentVersion: p.GetAgentVersion(), MachineID: p.GetMachineId(),
 		HardwareID: p.GetHardwareId(), SerialNumber: p.GetSerialNumber(), CPUCount: int(p.GetCpuCount()), CPUModel: p.GetCpuModel(),
-		MemoryTotalBytes: int64(p.GetMemoryTotalBytes()),
+		MemoryTotalBytes: clampInt64(p.GetMemoryTotalBytes()),
 	}
 	if p.BootTime != nil {
 		t := p.BootTime.AsTime().UTC()
@@ -123,7 +124,7 @@ func factsFromProto(p *agentv1.HostFacts) *Facts {
 		f.Interfaces = append(f.Interfaces, Interface{Name: i.GetName(), MAC: strings.ToLower(i.GetMac()), Addresses: i.GetAddresses()})
 	}
 	for _, d := range p.GetDisks() {
-		f.Disks = append(f.Disks, Disk{Mountpoint: d.GetMountpoint(), Device: d.GetDevice(), FSType: d.GetFstype(), TotalBytes: int64(d.GetTotalBytes()), UsedBytes: int64(d.GetUsedBytes())})
+		f.Disks = append(f.Disks, Disk{Mountpoint: d.GetMountpoint(), Device: d.GetDevice(), FSType: d.GetFstype(), TotalBytes: clampInt64(d.GetTotalBytes()), UsedBytes: clampInt64(d.GetUsedBytes())})
 	}
 	return f.sanitize()
 }
@@ -299,4 +300,14 @@ func (f *Facts) Addresses() (ips, macs []string) {
 	sort.Strings(ips)
 	sort.Strings(macs)
 	return ips, macs
+}
+
+// clampInt64 holds a protocol counter in the int64 columns that store it;
+// no real counter reaches 2^63, so a larger one is a corrupt report's and
+// is kept at the maximum instead of wrapping negative.
+func clampInt64(u uint64) int64 {
+	if u > math.MaxInt64 {
+		return math.MaxInt64
+	}
+	return int64(u)
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"log/slog"
+	"math"
 	"net/http"
 
 	"connectrpc.com/connect"
@@ -72,10 +73,10 @@ func (s *Service) Handlers(opts ...connect.HandlerOption) map[string]http.Handle
 	// Heartbeat responses are tiny: compressing them costs more than it
 	// saves. Messages are bounded before and after decompression, because
 	// Enroll is open to anyone who can reach the listener.
-	opts = append([]connect.HandlerOption{
+	opts = append(append([]connect.HandlerOption{
 		connect.WithCompressMinBytes(4096),
 		connect.WithReadMaxBytes(MaxMessageBytes),
-	}, opts...)
+	}, jsonCodecs()...), opts...)
 	limit := func(h http.Handler) http.Handler { return http.MaxBytesHandler(h, MaxMessageBytes) }
 	enrollPath, enroll := agentv1connect.NewEnrollmentServiceHandler(s, opts...)
 	agentPath, agent := agentv1connect.NewAgentServiceHandler(s, opts...)
@@ -104,11 +105,11 @@ func (s *Service) Heartbeat(ctx context.Context, req *connect.Request[agentv1.He
 	}
 	reports := make([]Report, 0, len(msgs))
 	for _, m := range msgs {
-		if m.GetSeq() == 0 {
-			return nil, refuse(connect.CodeInvalidArgument, "report sequence numbers start at 1")
+		if m.GetSeq() == 0 || m.GetSeq() > math.MaxInt64 {
+			return nil, refuse(connect.CodeInvalidArgument, "report sequence numbers run from 1 to 2^63-1, got %d", m.GetSeq())
 		}
 		r := Report{Seq: m.GetSeq(), At: m.GetCreatedAt().AsTime(), Facts: factsFromProto(m.GetFacts()), Counts: len(m.GetObservations()),
-			ObservationsDropped: int64(m.GetObservationsDropped())}
+			ObservationsDropped: clampInt64(m.GetObservationsDropped())}
 		if m.CreatedAt == nil {
 			r.At = s.cfg.now()
 		}
@@ -135,7 +136,7 @@ func (s *Service) Heartbeat(ctx context.Context, req *connect.Request[agentv1.He
 			r.CommandResults = append(r.CommandResults, CommandResult{ID: id, Succeeded: cr.GetSucceeded(), Summary: cr.GetSummary(), CompletedAt: at})
 		}
 		if q := m.GetQueue(); q != nil {
-			r.Queue = &QueueStats{Depth: int64(q.GetDepth()), Dropped: int64(q.GetDropped())}
+			r.Queue = &QueueStats{Depth: clampInt64(q.GetDepth()), Dropped: clampInt64(q.GetDropped())}
 		}
 		r.factsHash()
 		reports = append(reports, r)

@@ -188,7 +188,7 @@ func (a *TokensAPI) ListEnrollmentTokens(ctx context.Context, req api.ListEnroll
 		}
 	}
 	var cur idCursor
-	if has, err := page.Decode(req.Params.Cursor, &cur); err != nil {
+	if has, err := page.Decode(ctx, req.Params.Cursor, &cur); err != nil {
 		return nil, err
 	} else if has {
 		q += " AND id < " + arg(cur.ID)
@@ -212,7 +212,7 @@ func (a *TokensAPI) ListEnrollmentTokens(ctx context.Context, req api.ListEnroll
 		out.Items = append(out.Items, a.toAPI(t, now))
 	}
 	if more {
-		out.NextCursor = page.Encode(idCursor{ID: list[len(list)-1].ID})
+		out.NextCursor = page.Encode(ctx, idCursor{ID: list[len(list)-1].ID})
 	}
 	return out, nil
 }

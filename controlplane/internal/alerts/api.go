@@ -84,7 +84,7 @@ func (a *API) ListAlerts(ctx context.Context, req api.ListAlertsRequestObject) (
 		q += " AND a.created_at < " + arg(*p.Until)
 	}
 	var cur cursorKey
-	if has, err := page.Decode(p.Cursor, &cur); err != nil {
+	if has, err := page.Decode(ctx, p.Cursor, &cur); err != nil {
 		return nil, err
 	} else if has {
 		q += " AND a.id < " + arg(cur.ID)
@@ -112,7 +112,7 @@ func (a *API) ListAlerts(ctx context.Context, req api.ListAlertsRequestObject) (
 		out.Items = append(out.Items, x.toAPI(red))
 	}
 	if more {
-		out.NextCursor = page.Encode(cursorKey{ID: list[len(list)-1].ID})
+		out.NextCursor = page.Encode(ctx, cursorKey{ID: list[len(list)-1].ID})
 	}
 	return out, nil
 }
@@ -145,7 +145,7 @@ func (a *API) GetAlertTimeline(ctx context.Context, req api.GetAlertTimelineRequ
 	}
 	limit := page.Limit(req.Params.Limit)
 	var cur cursorKey
-	has, err := page.Decode(req.Params.Cursor, &cur)
+	has, err := page.Decode(ctx, req.Params.Cursor, &cur)
 	if err != nil {
 		return nil, err
 	}
@@ -193,7 +193,7 @@ func (a *API) GetAlertTimeline(ctx context.Context, req api.GetAlertTimelineRequ
 		out.Items = []api.AlertTimelineEntry{}
 	}
 	if more {
-		out.NextCursor = page.Encode(cursorKey{ID: items[len(items)-1].Id})
+		out.NextCursor = page.Encode(ctx, cursorKey{ID: items[len(items)-1].Id})
 	}
 	return out, nil
 }

@@ -191,7 +191,12 @@ func Start(ctx context.Context, cfg ServeConfig) (*Server, error) {
 		HeartbeatInterval: cfg.AgentHeartbeatInterval, Metrics: agents.NewMetrics(reg),
 		Discovery: discovery.Ingest{Assets: assetStore, Alerts: alerts.Raiser{Assets: assetStore}}}
 	agentSvc := agents.New(agentsCfg, log)
-	delivery, evaluations, jobClient, err := s.deliveries(reg)
+	keys, err := secrets.Load(cfg.Deliveries.SecretsKeys, cfg.DataDir)
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("serve: %w", err)
+	}
+	delivery, evaluations, jobClient, err := s.deliveries(reg, keys)
 	if err != nil {
 		pool.Close()
 		return nil, err
@@ -205,6 +210,7 @@ func Start(ctx context.Context, cfg ServeConfig) (*Server, error) {
 		MaxBodyBytes:   cfg.MaxBodyBytes,
 		TrustedProxies: cfg.TrustedProxies,
 		Pool:           pool,
+		CursorKeys:     keys.DeriveKeys("cursor"),
 	}
 	mux := http.NewServeMux()
 	strict := api.NewStrictHandlerWithOptions(rest{
@@ -220,7 +226,7 @@ func Start(ctx context.Context, cfg ServeConfig) (*Server, error) {
 		deliveriesAPI: &deliveries.API{S: delivery},
 		complianceAPI: &compliance.API{Pool: pool, Runner: evaluations},
 	}, nil, api.StrictHTTPServerOptions{
-		RequestErrorHandlerFunc:  gate.ErrorHandler(),
+		RequestErrorHandlerFunc:  gate.DecodeErrorHandler(),
 		ResponseErrorHandlerFunc: gate.ErrorHandler(),
 	})
 	api.HandlerWithOptions(strict, api.StdHTTPServerOptions{
@@ -278,12 +284,8 @@ func Start(ctx context.Context, cfg ServeConfig) (*Server, error) {
 
 // deliveries builds the webhook delivery service and the job client that
 // runs its attempts.
-func (s *Server) deliveries(reg prometheus.Registerer) (*deliveries.Service, *compliance.Runner, *jobs.Client, error) {
+func (s *Server) deliveries(reg prometheus.Registerer, keys *secrets.Keyring) (*deliveries.Service, *compliance.Runner, *jobs.Client, error) {
 	d := s.cfg.Deliveries
-	keys, err := secrets.Load(d.SecretsKeys, s.cfg.DataDir)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("serve: %w", err)
-	}
 	guard, err := webhook.ParseAllow(d.AllowHosts)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("serve: --webhook-allow-hosts: %w", err)

@@ -52,7 +52,7 @@ func (a *API) ListAssets(ctx context.Context, req api.ListAssetsRequestObject) (
 		f.SeenBefore = *req.Params.SeenBefore
 	}
 	var cur Cursor
-	if has, err := page.Decode(req.Params.Cursor, &cur); err != nil {
+	if has, err := page.Decode(ctx, req.Params.Cursor, &cur); err != nil {
 		return nil, err
 	} else if has {
 		f.After = &cur
@@ -75,7 +75,7 @@ func (a *API) ListAssets(ctx context.Context, req api.ListAssetsRequestObject) (
 	}
 	if more {
 		last := list[len(list)-1]
-		out.NextCursor = page.Encode(Cursor{LastSeen: last.LastSeenAt, ID: last.ID})
+		out.NextCursor = page.Encode(ctx, Cursor{LastSeen: last.LastSeenAt, ID: last.ID})
 	}
 	return out, nil
 }
@@ -113,7 +113,7 @@ func (a *API) GetAssetTimeline(ctx context.Context, req api.GetAssetTimelineRequ
 	limit := page.Limit(req.Params.Limit)
 	var cur timelineCursor
 	var before *uuid.UUID
-	if has, err := page.Decode(req.Params.Cursor, &cur); err != nil {
+	if has, err := page.Decode(ctx, req.Params.Cursor, &cur); err != nil {
 		return nil, err
 	} else if has {
 		before = &cur.ID
@@ -138,7 +138,7 @@ func (a *API) GetAssetTimeline(ctx context.Context, req api.GetAssetTimelineRequ
 		out.Items = append(out.Items, e.toAPI(red))
 	}
 	if more {
-		out.NextCursor = page.Encode(timelineCursor{ID: entries[len(entries)-1].ID})
+		out.NextCursor = page.Encode(ctx, timelineCursor{ID: entries[len(entries)-1].ID})
 	}
 	return out, nil
 }

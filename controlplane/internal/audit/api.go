@@ -32,7 +32,7 @@ func (a *API) ListAuditEvents(ctx context.Context, req api.ListAuditEventsReques
 	p := req.Params
 	f := Filter{Limit: page.Limit(p.Limit)}
 	var cur cursorKey
-	if _, err := page.Decode(p.Cursor, &cur); err != nil {
+	if _, err := page.Decode(ctx, p.Cursor, &cur); err != nil {
 		return nil, err
 	}
 	f.BeforeSeq = cur.Seq
@@ -66,7 +66,7 @@ func (a *API) ListAuditEvents(ctx context.Context, req api.ListAuditEventsReques
 		out.Items = append(out.Items, item)
 	}
 	if more {
-		out.NextCursor = page.Encode(cursorKey{Seq: events[len(events)-1].Seq})
+		out.NextCursor = page.Encode(ctx, cursorKey{Seq: events[len(events)-1].Seq})
 	}
 	return out, nil
 }

@@ -62,7 +62,7 @@ func (a *API) ListApiTokens(ctx context.Context, req api.ListApiTokensRequestObj
 		f.Status = string(*req.Params.Status)
 	}
 	var cur tokenCursor
-	if has, err := page.Decode(req.Params.Cursor, &cur); err != nil {
+	if has, err := page.Decode(ctx, req.Params.Cursor, &cur); err != nil {
 		return nil, err
 	} else if has {
 		f.BeforeID = &cur.ID
@@ -81,7 +81,7 @@ func (a *API) ListApiTokens(ctx context.Context, req api.ListApiTokensRequestObj
 		out.Items = append(out.Items, t.toAPI(now))
 	}
 	if more {
-		out.NextCursor = page.Encode(tokenCursor{ID: tokens[len(tokens)-1].ID})
+		out.NextCursor = page.Encode(ctx, tokenCursor{ID: tokens[len(tokens)-1].ID})
 	}
 	return out, nil
 }

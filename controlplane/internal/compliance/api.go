@@ -57,7 +57,7 @@ func (a *API) ListComplianceControls(ctx context.Context, req api.ListCompliance
 		f.Status = string(*p.Status)
 	}
 	var cur controlCursor
-	if has, err := page.Decode(p.Cursor, &cur); err != nil {
+	if has, err := page.Decode(ctx, p.Cursor, &cur); err != nil {
 		return nil, err
 	} else if has {
 		if !page.ValidInt32(cur.S) {
@@ -79,7 +79,7 @@ func (a *API) ListComplianceControls(ctx context.Context, req api.ListCompliance
 	}
 	if more {
 		last := list[len(list)-1]
-		out.NextCursor = page.Encode(controlCursor{F: last.Framework, S: last.Sort})
+		out.NextCursor = page.Encode(ctx, controlCursor{F: last.Framework, S: last.Sort})
 	}
 	return out, nil
 }
@@ -311,7 +311,7 @@ func (a *API) ListCompliancePolicyVersions(ctx context.Context, req api.ListComp
 	}
 	limit := page.Limit(req.Params.Limit)
 	var cur versionCursor
-	if _, err := page.Decode(req.Params.Cursor, &cur); err != nil {
+	if _, err := page.Decode(ctx, req.Params.Cursor, &cur); err != nil {
 		return nil, err
 	}
 	if !page.ValidInt32(cur.V) {
@@ -330,7 +330,7 @@ func (a *API) ListCompliancePolicyVersions(ctx context.Context, req api.ListComp
 		out.Items = append(out.Items, v.toAPI())
 	}
 	if more {
-		out.NextCursor = page.Encode(versionCursor{V: list[len(list)-1].Version})
+		out.NextCursor = page.Encode(ctx, versionCursor{V: list[len(list)-1].Version})
 	}
 	return out, nil
 }

@@ -47,7 +47,7 @@ func (a *API) ListDeliveryDestinations(ctx context.Context, req api.ListDelivery
 	limit := page.Limit(req.Params.Limit)
 	var cur idCursor
 	var before *uuid.UUID
-	if has, err := page.Decode(req.Params.Cursor, &cur); err != nil {
+	if has, err := page.Decode(ctx, req.Params.Cursor, &cur); err != nil {
 		return nil, err
 	} else if has {
 		before = &cur.ID
@@ -65,7 +65,7 @@ func (a *API) ListDeliveryDestinations(ctx context.Context, req api.ListDelivery
 		out.Items = append(out.Items, d.toAPI())
 	}
 	if more {
-		out.NextCursor = page.Encode(idCursor{ID: list[len(list)-1].ID})
+		out.NextCursor = page.Encode(ctx, idCursor{ID: list[len(list)-1].ID})
 	}
 	return out, nil
 }
@@ -168,7 +168,7 @@ func (a *API) ListDeliveries(ctx context.Context, req api.ListDeliveriesRequestO
 		f.EventType = string(*p.EventType)
 	}
 	var cur idCursor
-	if has, err := page.Decode(p.Cursor, &cur); err != nil {
+	if has, err := page.Decode(ctx, p.Cursor, &cur); err != nil {
 		return nil, err
 	} else if has {
 		f.BeforeID = &cur.ID
@@ -186,7 +186,7 @@ func (a *API) ListDeliveries(ctx context.Context, req api.ListDeliveriesRequestO
 		out.Items = append(out.Items, d.toAPI())
 	}
 	if more {
-		out.NextCursor = page.Encode(idCursor{ID: list[len(list)-1].ID})
+		out.NextCursor = page.Encode(ctx, idCursor{ID: list[len(list)-1].ID})
 	}
 	return out, nil
 }
@@ -207,7 +207,7 @@ func (a *API) GetDelivery(ctx context.Context, req api.GetDeliveryRequestObject)
 func (a *API) ListDeliveryAttempts(ctx context.Context, req api.ListDeliveryAttemptsRequestObject) (api.ListDeliveryAttemptsResponseObject, error) {
 	limit := page.Limit(req.Params.Limit)
 	var cur attemptCursor
-	if _, err := page.Decode(req.Params.Cursor, &cur); err != nil {
+	if _, err := page.Decode(ctx, req.Params.Cursor, &cur); err != nil {
 		return nil, err
 	}
 	if !page.ValidInt32(cur.N) {
@@ -226,7 +226,7 @@ func (a *API) ListDeliveryAttempts(ctx context.Context, req api.ListDeliveryAtte
 		out.Items = append(out.Items, at.toAPI())
 	}
 	if more {
-		out.NextCursor = page.Encode(attemptCursor{N: list[len(list)-1].Number})
+		out.NextCursor = page.Encode(ctx, attemptCursor{N: list[len(list)-1].Number})
 	}
 	return out, nil
 }

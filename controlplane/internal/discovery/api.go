@@ -76,7 +76,7 @@ func (a *API) ListSites(ctx context.Context, req api.ListSitesRequestObject) (ap
 	}
 	limit := page.Limit(req.Params.Limit)
 	var cur nameCursor
-	has, err := page.Decode(req.Params.Cursor, &cur)
+	has, err := page.Decode(ctx, req.Params.Cursor, &cur)
 	if err != nil {
 		return nil, err
 	}
@@ -108,7 +108,7 @@ func (a *API) ListSites(ctx context.Context, req api.ListSitesRequestObject) (ap
 	}
 	if more {
 		last := list[len(list)-1]
-		out.NextCursor = page.Encode(nameCursor{Name: last.Name, ID: last.ID})
+		out.NextCursor = page.Encode(ctx, nameCursor{Name: last.Name, ID: last.ID})
 	}
 	return out, nil
 }
@@ -243,7 +243,7 @@ func (a *API) ListDiscoveryPolicies(ctx context.Context, req api.ListDiscoveryPo
 	}
 	limit := page.Limit(req.Params.Limit)
 	var cur nameCursor
-	has, err := page.Decode(req.Params.Cursor, &cur)
+	has, err := page.Decode(ctx, req.Params.Cursor, &cur)
 	if err != nil {
 		return nil, err
 	}
@@ -272,7 +272,7 @@ func (a *API) ListDiscoveryPolicies(ctx context.Context, req api.ListDiscoveryPo
 	}
 	if more {
 		last := list[len(list)-1]
-		out.NextCursor = page.Encode(nameCursor{Name: last.SiteName, ID: last.SiteID})
+		out.NextCursor = page.Encode(ctx, nameCursor{Name: last.SiteName, ID: last.SiteID})
 	}
 	return out, nil
 }
@@ -296,7 +296,9 @@ func (a *API) GetDiscoveryPolicy(ctx context.Context, req api.GetDiscoveryPolicy
 
 // validatePolicy turns the request into a policy, naming each bad field.
 func validatePolicy(in api.DiscoveryPolicyInput) (Policy, error) {
-	var p Policy
+	// Empty, never nil: an empty list is a real policy (deny all), and the
+	// columns are NOT NULL.
+	p := Policy{CIDRs: []netip.Prefix{}, Methods: []string{}, Allowlist: []Rule{}}
 	var fields []problem.Field
 	for i, s := range in.AllowedCidrs {
 		pfx, err := netip.ParsePrefix(strings.TrimSpace(s))
@@ -518,7 +520,7 @@ func (a *API) ListDiscoveryAuthorizations(ctx context.Context, req api.ListDisco
 		q += " AND decision = " + arg(string(*req.Params.Decision))
 	}
 	var cur idCursor
-	if has, err := page.Decode(req.Params.Cursor, &cur); err != nil {
+	if has, err := page.Decode(ctx, req.Params.Cursor, &cur); err != nil {
 		return nil, err
 	} else if has {
 		q += " AND id < " + arg(cur.ID)
@@ -545,7 +547,7 @@ func (a *API) ListDiscoveryAuthorizations(ctx context.Context, req api.ListDisco
 		out.Items = append(out.Items, x.toAPI())
 	}
 	if more {
-		out.NextCursor = page.Encode(idCursor{ID: list[len(list)-1].ID})
+		out.NextCursor = page.Encode(ctx, idCursor{ID: list[len(list)-1].ID})
 	}
 	return out, nil
 }

@@ -62,7 +62,7 @@ func (a *API) ListObservations(ctx context.Context, req api.ListObservationsRequ
 		At time.Time `json:"t"`
 		ID uuid.UUID `json:"i"`
 	}
-	if has, err := page.Decode(req.Params.Cursor, &cur); err != nil {
+	if has, err := page.Decode(ctx, req.Params.Cursor, &cur); err != nil {
 		return nil, err
 	} else if has {
 		q += fmt.Sprintf(" AND (last_seen_at, id) < (%s, %s)", arg(cur.At), arg(cur.ID))
@@ -96,7 +96,7 @@ func (a *API) ListObservations(ctx context.Context, req api.ListObservationsRequ
 	if more {
 		last := list[len(list)-1]
 		cur.At, cur.ID = last.LastSeenAt, last.ID
-		out.NextCursor = page.Encode(cur)
+		out.NextCursor = page.Encode(ctx, cur)
 	}
 	return out, nil
 }
@@ -185,7 +185,7 @@ func (a *API) ListCollectors(ctx context.Context, req api.ListCollectorsRequestO
 		q += " AND a.site_id = " + arg(*req.Params.SiteId)
 	}
 	var cur idCursor
-	if has, err := page.Decode(req.Params.Cursor, &cur); err != nil {
+	if has, err := page.Decode(ctx, req.Params.Cursor, &cur); err != nil {
 		return nil, err
 	} else if has {
 		q += " AND a.id < " + arg(cur.ID)
@@ -209,7 +209,7 @@ func (a *API) ListCollectors(ctx context.Context, req api.ListCollectorsRequestO
 		out.Items = []api.Collector{}
 	}
 	if more {
-		out.NextCursor = page.Encode(idCursor{ID: list[len(list)-1].Id})
+		out.NextCursor = page.Encode(ctx, idCursor{ID: list[len(list)-1].Id})
 	}
 	return out, nil
 }

@@ -180,7 +180,7 @@ func Page(ctx context.Context, pool *pgxpool.Pool, f Filter, cursor *string, red
 	var cur struct {
 		ID uuid.UUID `json:"i"`
 	}
-	if has, err := page.Decode(cursor, &cur); err != nil {
+	if has, err := page.Decode(ctx, cursor, &cur); err != nil {
 		return out, err
 	} else if has {
 		f.After = &cur.ID
@@ -213,7 +213,7 @@ func Page(ctx context.Context, pool *pgxpool.Pool, f Filter, cursor *string, red
 	}
 	if more {
 		cur.ID = list[len(list)-1].ID
-		out.NextCursor = page.Encode(cur)
+		out.NextCursor = page.Encode(ctx, cur)
 	}
 	return out, nil
 }

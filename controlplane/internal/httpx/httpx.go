@@ -18,10 +18,12 @@ import (
 	"mime"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"regexp"
 	"runtime/debug"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
@@ -31,6 +33,8 @@ import (
 	"github.com/edgeward/edgeward/controlplane/internal/audit"
 	"github.com/edgeward/edgeward/controlplane/internal/caller"
 	"github.com/edgeward/edgeward/controlplane/internal/db"
+	"github.com/edgeward/edgeward/controlplane/internal/jsoncheck"
+	"github.com/edgeward/edgeward/controlplane/internal/page"
 	"github.com/edgeward/edgeward/controlplane/internal/problem"
 )
 
@@ -63,6 +67,9 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	// Pool keeps the Idempotency-Key records (see idempotency.go).
 	Pool db.Beginner
+	// CursorKeys sign list cursors (the first) and verify them (any); see
+	// page.Binding. Without keys, cursors are valid within this process only.
+	CursorKeys [][]byte
 }
 
 type requestIDKey struct{}
@@ -194,6 +201,11 @@ func (cfg Config) serve(w *recorder, r *http.Request, next http.Handler) {
 		}
 	}
 
+	if p := checkParams(r, params); p != nil {
+		fail(p)
+		return
+	}
+	r = r.WithContext(page.WithBinding(r.Context(), cfg.CursorKeys, op.ID, params, r.URL.Query()))
 	body, p := cfg.readBody(r, op)
 	if p != nil {
 		fail(p)
@@ -236,6 +248,9 @@ func (cfg Config) readBody(r *http.Request, op *api.Operation) ([]byte, *problem
 	if !op.BodyRequired && (r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody) {
 		return nil, nil
 	}
+	if r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {
+		return nil, problem.New(http.StatusBadRequest, problem.CodeMalformedJSON, "a JSON body is required: send one as application/json")
+	}
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "application/json" {
 		return nil, problem.New(http.StatusUnsupportedMediaType, problem.CodeUnsupportedMedia, "send the request body as application/json").
@@ -249,9 +264,9 @@ func (cfg Config) readBody(r *http.Request, op *api.Operation) ([]byte, *problem
 		return nil, tooLarge(cfg.MaxBodyBytes)
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
-		return nil, problem.New(http.StatusBadRequest, problem.CodeMalformedJSON, "the request body is empty; this operation needs a JSON body")
+		return nil, problem.New(http.StatusBadRequest, problem.CodeMalformedJSON, "a JSON body is required: the request body is empty")
 	}
-	if p := checkJSONSyntax(body); p != nil {
+	if p := checkJSON(body); p != nil {
 		return nil, p
 	}
 	return body, nil
@@ -261,76 +276,67 @@ func tooLarge(limit int64) *problem.Problem {
 	return problem.Newf(http.StatusRequestEntityTooLarge, problem.CodeBodyTooLarge, "the request body exceeds %d bytes", limit)
 }
 
-// checkJSONSyntax rejects bodies that are not exactly one JSON value, and
-// objects with a repeated key (which a lenient decoder would silently
-// resolve one way and a validator another).
-func checkJSONSyntax(body []byte) *problem.Problem {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	if err := checkValue(dec, ""); err != nil {
-		return err
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return problem.New(http.StatusBadRequest, problem.CodeMalformedJSON, "the request body holds more than one JSON value")
-	}
-	return nil
-}
-
-func checkValue(dec *json.Decoder, pointer string) *problem.Problem {
-	tok, err := dec.Token()
-	if err != nil {
-		return malformed(dec, err)
-	}
-	delim, ok := tok.(json.Delim)
-	if !ok {
+// checkJSON refuses bodies that are not exactly one JSON value the API is
+// willing to decode (see package jsoncheck: nesting depth, repeated keys,
+// text that is not valid Unicode or holds NUL).
+func checkJSON(body []byte) *problem.Problem {
+	err := jsoncheck.Check(body, jsoncheck.MaxDepth)
+	if err == nil {
 		return nil
 	}
-	switch delim {
-	case '{':
-		seen := map[string]bool{}
-		for dec.More() {
-			kt, err := dec.Token()
-			if err != nil {
-				return malformed(dec, err)
-			}
-			key := kt.(string)
-			if seen[key] {
-				p := problem.New(http.StatusBadRequest, problem.CodeMalformedJSON, fmt.Sprintf("the key %q appears twice in one object", key))
-				p.Errors = []problem.Field{{Pointer: "#" + pointer + "/" + escapePointer(key), Detail: "duplicate key"}}
-				return p
-			}
-			seen[key] = true
-			if p := checkValue(dec, pointer+"/"+escapePointer(key)); p != nil {
-				return p
-			}
+	code := problem.CodeMalformedJSON
+	switch err.Kind {
+	case jsoncheck.KindTooDeep:
+		code = problem.CodeJSONTooDeep
+	case jsoncheck.KindInvalidText:
+		code = problem.CodeInvalidText
+	}
+	p := problem.New(http.StatusBadRequest, code, "the request body is refused: "+err.Detail)
+	if err.Pointer != "" {
+		p.Errors = []problem.Field{{Pointer: err.Pointer, Detail: err.Detail}}
+	}
+	return p
+}
+
+// checkParams refuses query and path parameters that are not valid text:
+// undecodable percent-escapes, bytes that are not UTF-8, and NUL, which no
+// filter can mean and PostgreSQL cannot compare.
+func checkParams(r *http.Request, params map[string]string) *problem.Problem {
+	bad := func(name, detail string) *problem.Problem {
+		p := problem.Newf(http.StatusBadRequest, problem.CodeInvalidParameter, "the parameter %q is not valid text: %s", name, detail)
+		p.Errors = []problem.Field{{Parameter: name, Detail: detail}}
+		return p
+	}
+	text := func(name, v string) *problem.Problem {
+		switch {
+		case !utf8.ValidString(v):
+			return bad(name, "it is not UTF-8")
+		case strings.IndexByte(v, 0) >= 0:
+			return bad(name, "it contains NUL")
 		}
-	case '[':
-		for i := 0; dec.More(); i++ {
-			if p := checkValue(dec, fmt.Sprintf("%s/%d", pointer, i)); p != nil {
-				return p
-			}
+		return nil
+	}
+	for name, v := range params {
+		if p := text(name, v); p != nil {
+			return p
 		}
 	}
-	if _, err := dec.Token(); err != nil { // the closing delimiter
-		return malformed(dec, err)
+	query, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		p := problem.New(http.StatusBadRequest, problem.CodeInvalidParameter, "the query string is not valid: "+err.Error())
+		return p
+	}
+	for name, values := range query {
+		if p := text("query", name); p != nil {
+			return p
+		}
+		for _, v := range values {
+			if p := text(name, v); p != nil {
+				return p
+			}
+		}
 	}
 	return nil
-}
-
-func malformed(dec *json.Decoder, err error) *problem.Problem {
-	detail := "the request body is not valid JSON"
-	var syn *json.SyntaxError
-	switch {
-	case errors.As(err, &syn):
-		detail = fmt.Sprintf("the request body is not valid JSON: %v (at byte %d)", syn, syn.Offset)
-	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
-		detail = fmt.Sprintf("the request body is not valid JSON: it ends early (at byte %d)", dec.InputOffset())
-	}
-	return problem.New(http.StatusBadRequest, problem.CodeMalformedJSON, detail)
-}
-
-func escapePointer(s string) string {
-	return strings.ReplaceAll(strings.ReplaceAll(s, "~", "~0"), "/", "~1")
 }
 
 // validate checks parameters and body against the operation's schema.
@@ -430,7 +436,7 @@ func schemaField(e *openapi3.SchemaError) problem.Field {
 	var b strings.Builder
 	b.WriteString("#")
 	for _, s := range path {
-		b.WriteString("/" + escapePointer(s))
+		b.WriteString("/" + jsoncheck.EscapePointer(s))
 	}
 	return problem.Field{Pointer: b.String(), Detail: friendlyReason(reason)}
 }
@@ -462,6 +468,31 @@ func (cfg Config) writeError(w http.ResponseWriter, r *http.Request, err error) 
 // ErrorHandler adapts writeError to the generated server's error hooks.
 func (cfg Config) ErrorHandler() func(http.ResponseWriter, *http.Request, error) {
 	return cfg.writeError
+}
+
+// DecodeErrorHandler answers a body the gate let through but the generated
+// types cannot hold: a number the schema allows that Go's integer fields do
+// not (5.0, 5e0, or past the range of int64). The gate has already refused
+// everything else, so these are the client's to fix: 422 naming the field.
+func (cfg Config) DecodeErrorHandler() func(http.ResponseWriter, *http.Request, error) {
+	return func(w http.ResponseWriter, r *http.Request, err error) {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) {
+			pointer := "#"
+			if typeErr.Field != "" {
+				for _, part := range strings.Split(typeErr.Field, ".") {
+					pointer += "/" + jsoncheck.EscapePointer(part)
+				}
+			}
+			detail := fmt.Sprintf("a JSON %s cannot be stored as %s", typeErr.Value, typeErr.Type)
+			if strings.HasPrefix(typeErr.Type.Kind().String(), "int") || strings.HasPrefix(typeErr.Type.Kind().String(), "uint") {
+				detail = "must be a whole number written without a fraction or exponent, within the range of a signed 64-bit integer"
+			}
+			problem.Write(w, r, problem.Invalid("the request body does not match the schema", problem.Field{Pointer: pointer, Detail: detail}), RequestID(r.Context()))
+			return
+		}
+		cfg.writeError(w, r, err)
+	}
 }
 
 // finish writes the access log line and the metrics of a request. Neither

@@ -29,6 +29,8 @@ const (
 	CodeNotFound         = "not_found"
 	CodeMethodNotAllowed = "method_not_allowed"
 	CodeMalformedJSON    = "malformed_json"
+	CodeJSONTooDeep      = "json_too_deep"
+	CodeInvalidText      = "invalid_text"
 	CodeInvalidParameter = "invalid_parameter"
 	CodeValidationFailed = "validation_failed"
 	CodeBodyTooLarge     = "body_too_large"

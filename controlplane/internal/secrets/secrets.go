@@ -15,6 +15,7 @@ import (
 	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -49,6 +50,7 @@ type Keyring struct {
 type key struct {
 	id   [idSize]byte
 	aead cipher.AEAD
+	raw  []byte
 }
 
 // NewKeyring makes a keyring of raw 32-byte keys, the sealing key first.
@@ -73,6 +75,7 @@ func NewKeyring(raw ...[]byte) (*Keyring, error) {
 		var kk key
 		copy(kk.id[:], sum[:idSize])
 		kk.aead = aead
+		kk.raw = bytes.Clone(r)
 		k.keys = append(k.keys, kk)
 	}
 	return k, nil
@@ -91,6 +94,20 @@ func (k *Keyring) Seal(plaintext []byte, context string) ([]byte, error) {
 	}
 	out = append(out, nonce...)
 	return kk.aead.Seal(out, nonce, plaintext, []byte(context)), nil
+}
+
+// DeriveKeys returns a key for another purpose than sealing (for example
+// "cursor" for signing list cursors) from each key of the ring, in the
+// ring's order: HMAC-SHA256(key, "edgeward/"+purpose). Derived keys rotate
+// with the ring, and a derived key reveals nothing about the sealing key.
+func (k *Keyring) DeriveKeys(purpose string) [][]byte {
+	out := make([][]byte, 0, len(k.keys))
+	for _, kk := range k.keys {
+		m := hmac.New(sha256.New, kk.raw)
+		m.Write([]byte("edgeward/" + purpose))
+		out = append(out, m.Sum(nil))
+	}
+	return out
 }
 
 // Open decrypts what Seal made for the same context.

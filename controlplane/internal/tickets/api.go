@@ -39,7 +39,7 @@ func (a *API) ListTickets(ctx context.Context, req api.ListTicketsRequestObject)
 		f.Priority = string(*p.Priority)
 	}
 	var cur idCursor
-	if has, err := page.Decode(p.Cursor, &cur); err != nil {
+	if has, err := page.Decode(ctx, p.Cursor, &cur); err != nil {
 		return nil, err
 	} else if has {
 		f.BeforeID = &cur.ID
@@ -61,7 +61,7 @@ func (a *API) ListTickets(ctx context.Context, req api.ListTicketsRequestObject)
 		out.Items = append(out.Items, t.toAPI(red))
 	}
 	if more {
-		out.NextCursor = page.Encode(idCursor{ID: list[len(list)-1].ID})
+		out.NextCursor = page.Encode(ctx, idCursor{ID: list[len(list)-1].ID})
 	}
 	return out, nil
 }
@@ -149,7 +149,7 @@ func (a *API) ListTicketComments(ctx context.Context, req api.ListTicketComments
 	limit := page.Limit(req.Params.Limit)
 	var cur idCursor
 	var after *uuid.UUID
-	if has, err := page.Decode(req.Params.Cursor, &cur); err != nil {
+	if has, err := page.Decode(ctx, req.Params.Cursor, &cur); err != nil {
 		return nil, err
 	} else if has {
 		after = &cur.ID
@@ -171,7 +171,7 @@ func (a *API) ListTicketComments(ctx context.Context, req api.ListTicketComments
 		out.Items = append(out.Items, cm.toAPI(red))
 	}
 	if more {
-		out.NextCursor = page.Encode(idCursor{ID: list[len(list)-1].ID})
+		out.NextCursor = page.Encode(ctx, idCursor{ID: list[len(list)-1].ID})
 	}
 	return out, nil
 }
