@@ -23,7 +23,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -62,28 +61,14 @@ func (e *Error) Error() string { return e.Detail }
 // Check returns nil when body is exactly one JSON value within maxDepth
 // levels of nesting, with unique object keys and text that is valid Unicode
 // without NUL characters. maxDepth <= 0 means MaxDepth.
+//
+// It runs in three linear passes, each cheap enough for the largest body:
+// nesting first (a deep body is refused before anything keeps a stack for
+// it), then syntax (encoding/json's validator), then keys and text.
 func Check(body []byte, maxDepth int) *Error {
 	if maxDepth <= 0 {
 		maxDepth = MaxDepth
 	}
-	if err := checkText(body); err != nil {
-		return err
-	}
-	c := checker{dec: json.NewDecoder(bytes.NewReader(body)), maxDepth: maxDepth}
-	c.dec.UseNumber()
-	if err := c.value(); err != nil {
-		return err
-	}
-	if _, err := c.dec.Token(); err != io.EOF {
-		return &Error{Kind: KindSyntax, Detail: "the body holds more than one JSON value", Offset: c.dec.InputOffset()}
-	}
-	return nil
-}
-
-// checkText refuses bytes that are not UTF-8, and escapes inside strings that
-// decode to half of a surrogate pair (NUL is found with its pointer later). It tracks only whether it is
-// inside a string; the structural pass finds every other syntax error.
-func checkText(body []byte) *Error {
 	if !utf8.Valid(body) {
 		off := 0
 		for off < len(body) {
@@ -95,41 +80,184 @@ func checkText(body []byte) *Error {
 		}
 		return &Error{Kind: KindInvalidText, Detail: fmt.Sprintf("the body is not valid UTF-8 (at byte %d)", off), Offset: int64(off)}
 	}
-	inString := false
+	if err := checkDepth(body, maxDepth); err != nil {
+		return err
+	}
+	if !json.Valid(body) {
+		return syntaxError(body)
+	}
+	return checkKeysAndText(body)
+}
+
+// checkDepth counts brackets outside strings. It needs no valid syntax.
+func checkDepth(body []byte, maxDepth int) *Error {
+	depth, inString := 0, false
 	for i := 0; i < len(body); i++ {
-		switch b := body[i]; {
-		case b == '"':
-			inString = !inString
-		case b == '\\' && inString:
-			if i+1 >= len(body) {
-				return nil // the structural pass reports the truncation
+		b := body[i]
+		if inString {
+			switch b {
+			case '\\':
+				i++
+			case '"':
+				inString = false
 			}
-			if body[i+1] != 'u' {
-				i++ // a one-character escape, possibly \" or \\
-				continue
+			continue
+		}
+		switch b {
+		case '"':
+			inString = true
+		case '{', '[':
+			if depth++; depth > maxDepth {
+				return &Error{Kind: KindTooDeep, Detail: fmt.Sprintf("the body nests arrays and objects deeper than %d levels (at byte %d)", maxDepth, i),
+					Offset: int64(i)}
 			}
-			u, ok := hex4(body, i+2)
-			if !ok {
-				return nil // malformed escape: a syntax error the decoder names
-			}
-			switch {
-			case u >= 0xDC00 && u <= 0xDFFF:
-				return invalidEscape(i, fmt.Sprintf(`the escape \u%04x is half of a UTF-16 surrogate pair without its first half`, u))
-			case u >= 0xD800 && u <= 0xDBFF:
-				low, ok := uint16(0), i+11 < len(body) && body[i+6] == '\\' && body[i+7] == 'u'
-				if ok {
-					low, ok = hex4(body, i+8)
-				}
-				if !ok || low < 0xDC00 || low > 0xDFFF {
-					return invalidEscape(i, fmt.Sprintf(`the escape \u%04x is half of a UTF-16 surrogate pair without its second half`, u))
-				}
-				i += 11
-				continue
-			}
-			i += 5
+		case '}', ']':
+			depth--
 		}
 	}
 	return nil
+}
+
+// syntaxError explains why encoding/json refused body.
+func syntaxError(body []byte) *Error {
+	var raw json.RawMessage
+	err := json.Unmarshal(body, &raw)
+	var syn *json.SyntaxError
+	if !errors.As(err, &syn) {
+		return &Error{Kind: KindSyntax, Detail: "the body is not valid JSON", Offset: -1}
+	}
+	detail := fmt.Sprintf("the body is not valid JSON: %v (at byte %d)", syn, syn.Offset)
+	switch {
+	case strings.Contains(syn.Error(), "after top-level value"):
+		detail = fmt.Sprintf("the body holds more than one JSON value (the second starts at byte %d)", syn.Offset)
+	case strings.Contains(syn.Error(), "unexpected end"):
+		detail = fmt.Sprintf("the body is not valid JSON: it ends early (at byte %d)", syn.Offset)
+	case len(bytes.TrimSpace(body)) == 0:
+		detail = "the body is empty"
+	}
+	return &Error{Kind: KindSyntax, Detail: detail, Offset: syn.Offset}
+}
+
+// frame is one open array or object of checkKeysAndText.
+type frame struct {
+	object    bool
+	index     int    // the current element of an array
+	key       string // the current key of an object
+	expectKey bool
+	// keys seen in an object: a short list, then a set past 16 keys.
+	few  []string
+	many map[string]struct{}
+}
+
+// seen records key and reports whether the object had it already.
+func (f *frame) seen(key string) bool {
+	if f.many != nil {
+		if _, dup := f.many[key]; dup {
+			return true
+		}
+		f.many[key] = struct{}{}
+		return false
+	}
+	for _, k := range f.few {
+		if k == key {
+			return true
+		}
+	}
+	f.few = append(f.few, key)
+	if len(f.few) > 16 {
+		f.many = make(map[string]struct{}, 2*len(f.few))
+		for _, k := range f.few {
+			f.many[k] = struct{}{}
+		}
+		f.few = nil
+	}
+	return false
+}
+
+// checkKeysAndText walks a body that is valid JSON, refusing repeated keys,
+// NUL and unpaired surrogate escapes, naming where they are.
+func checkKeysAndText(body []byte) *Error {
+	var stack []frame
+	for i := 0; i < len(body); i++ {
+		switch body[i] {
+		case '{':
+			stack = append(stack, frame{object: true, expectKey: true})
+		case '[':
+			stack = append(stack, frame{})
+		case '}', ']':
+			stack = stack[:len(stack)-1]
+		case ',':
+			if top := &stack[len(stack)-1]; top.object {
+				top.expectKey = true
+			} else {
+				top.index++
+			}
+		case ':':
+			stack[len(stack)-1].expectKey = false
+		case '"':
+			start := i
+			escaped, nul := false, false
+			for i++; body[i] != '"'; i++ {
+				if body[i] != '\\' {
+					continue
+				}
+				escaped = true
+				if body[i+1] != 'u' {
+					i++
+					continue
+				}
+				u, _ := hex4(body, i+2) // valid JSON: four hex digits follow
+				nul = nul || u == 0
+				n, err := checkSurrogate(body, i, u, stack)
+				if err != nil {
+					return err
+				}
+				i += n - 1
+			}
+			raw := body[start : i+1]
+			if len(stack) == 0 || !stack[len(stack)-1].object || !stack[len(stack)-1].expectKey {
+				if nul {
+					return nulAt(start, stack)
+				}
+				continue
+			}
+			top := &stack[len(stack)-1]
+			key := string(raw[1 : len(raw)-1])
+			if escaped {
+				_ = json.Unmarshal(raw, &key) // valid JSON: cannot fail
+			}
+			top.key = key
+			if strings.IndexByte(key, 0) >= 0 {
+				return nulAt(start, stack)
+			}
+			if top.seen(key) {
+				return &Error{Kind: KindDuplicateKey, Detail: fmt.Sprintf("the key %q appears twice in one object", key),
+					Pointer: pointer(stack), Offset: int64(start)}
+			}
+		}
+	}
+	return nil
+}
+
+// checkSurrogate refuses the \u escape u at i when it is half of a
+// surrogate pair, and returns how many bytes the escape (or pair) takes.
+func checkSurrogate(body []byte, i int, u uint16, stack []frame) (int, *Error) {
+	switch {
+	case u >= 0xDC00 && u <= 0xDFFF:
+		return 0, &Error{Kind: KindInvalidText, Pointer: pointer(stack), Offset: int64(i),
+			Detail: fmt.Sprintf(`the escape \u%04x is half of a UTF-16 surrogate pair without its first half (at byte %d)`, u, i)}
+	case u >= 0xD800 && u <= 0xDBFF:
+		low, ok := uint16(0), i+11 < len(body) && body[i+6] == '\\' && body[i+7] == 'u'
+		if ok {
+			low, ok = hex4(body, i+8)
+		}
+		if !ok || low < 0xDC00 || low > 0xDFFF {
+			return 0, &Error{Kind: KindInvalidText, Pointer: pointer(stack), Offset: int64(i),
+				Detail: fmt.Sprintf(`the escape \u%04x is half of a UTF-16 surrogate pair without its second half (at byte %d)`, u, i)}
+		}
+		return 12, nil
+	}
+	return 6, nil
 }
 
 func hex4(b []byte, at int) (uint16, bool) {
@@ -140,122 +268,23 @@ func hex4(b []byte, at int) (uint16, bool) {
 	return uint16(n), err == nil
 }
 
-func invalidEscape(offset int, detail string) *Error {
-	return &Error{Kind: KindInvalidText, Detail: fmt.Sprintf("%s (at byte %d)", detail, offset), Offset: int64(offset)}
+func nulAt(offset int, stack []frame) *Error {
+	return &Error{Kind: KindInvalidText, Detail: fmt.Sprintf(`the escape \u0000 (NUL) is not allowed in text (at byte %d)`, offset),
+		Pointer: pointer(stack), Offset: int64(offset)}
 }
 
-// checker walks the value tree with a stack of path segments, so a pointer
-// costs nothing until one is reported.
-type checker struct {
-	dec      *json.Decoder
-	maxDepth int
-	path     []segment
-}
-
-type segment struct {
-	key   string
-	index int // -1 for an object key
-}
-
-func (c *checker) value() *Error {
-	tok, err := c.dec.Token()
-	if err != nil {
-		return c.syntax(err)
-	}
-	switch v := tok.(type) {
-	case string:
-		if strings.IndexByte(v, 0) >= 0 {
-			return nulError(c)
-		}
-		return nil
-	case json.Delim:
-		if len(c.path) >= c.maxDepth {
-			return &Error{Kind: KindTooDeep, Detail: fmt.Sprintf("the body nests arrays and objects deeper than %d levels", c.maxDepth),
-				Pointer: c.pointer(), Offset: c.dec.InputOffset()}
-		}
-		if v == '{' {
-			if err := c.object(); err != nil {
-				return err
-			}
-		} else if err := c.array(); err != nil {
-			return err
-		}
-		if _, err := c.dec.Token(); err != nil { // the closing delimiter
-			return c.syntax(err)
-		}
-	}
-	return nil
-}
-
-func (c *checker) object() *Error {
-	var seen map[string]struct{}
-	for c.dec.More() {
-		kt, err := c.dec.Token()
-		if err != nil {
-			return c.syntax(err)
-		}
-		key, _ := kt.(string)
-		if seen == nil {
-			seen = map[string]struct{}{}
-		}
-		c.path = append(c.path, segment{key: key, index: -1})
-		if _, dup := seen[key]; dup {
-			return &Error{Kind: KindDuplicateKey, Detail: fmt.Sprintf("the key %q appears twice in one object", key),
-				Pointer: c.pointer(), Offset: c.dec.InputOffset()}
-		}
-		if strings.IndexByte(key, 0) >= 0 {
-			return nulError(c)
-		}
-		seen[key] = struct{}{}
-		if err := c.value(); err != nil {
-			return err
-		}
-		c.path = c.path[:len(c.path)-1]
-	}
-	return nil
-}
-
-func (c *checker) array() *Error {
-	for i := 0; c.dec.More(); i++ {
-		c.path = append(c.path, segment{index: i})
-		if err := c.value(); err != nil {
-			return err
-		}
-		c.path = c.path[:len(c.path)-1]
-	}
-	return nil
-}
-
-func nulError(c *checker) *Error {
-	return &Error{Kind: KindInvalidText, Detail: fmt.Sprintf(`the escape \u0000 (NUL) is not allowed in text (before byte %d)`, c.dec.InputOffset()),
-		Pointer: c.pointer(), Offset: c.dec.InputOffset()}
-}
-
-func (c *checker) syntax(err error) *Error {
-	off := c.dec.InputOffset()
-	detail := "the body is not valid JSON"
-	var syn *json.SyntaxError
-	switch {
-	case errors.As(err, &syn):
-		off = syn.Offset
-		detail = fmt.Sprintf("the body is not valid JSON: %v (at byte %d)", syn, syn.Offset)
-	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
-		detail = fmt.Sprintf("the body is not valid JSON: it ends early (at byte %d)", off)
-	}
-	return &Error{Kind: KindSyntax, Detail: detail, Offset: off}
-}
-
-// pointer renders the current path as a JSON pointer in fragment form.
-func (c *checker) pointer() string {
+// pointer renders the path to the current value as a JSON pointer in
+// fragment form; it is built only for an error.
+func pointer(stack []frame) string {
 	var b strings.Builder
 	b.WriteString("#")
-	for _, s := range c.path {
+	for _, f := range stack {
 		b.WriteByte('/')
-		if s.index >= 0 {
-			b.WriteString(strconv.Itoa(s.index))
+		if f.object {
+			b.WriteString(EscapePointer(f.key))
 			continue
 		}
-		b.WriteString(EscapePointer(s.key))
+		b.WriteString(strconv.Itoa(f.index))
 	}
 	return b.String()
 }

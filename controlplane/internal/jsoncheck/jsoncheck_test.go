@@ -19,7 +19,7 @@ func TestCheck(t *testing.T) {
 		{"escapes that are text", `{"s":"\"\\\/\b\f\n\r\t\u00e9\ud83d\ude00\u2028"}`, "", ""},
 		{"a real U+FFFD", "{\"s\":\"\uFFFD\"}", "", ""},
 		{"64 levels", deep(64), "", ""},
-		{"65 levels", deep(65), KindTooDeep, "#" + strings.Repeat("/0", 64)},
+		{"65 levels", deep(65), KindTooDeep, ""},
 		{"10 000 levels", deep(10000), KindTooDeep, ""},
 		{"deep in an object", `{"a":{"b":` + deep(70) + `}}`, KindTooDeep, ""},
 		{"two values", `{} {}`, KindSyntax, ""},
