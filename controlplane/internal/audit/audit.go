@@ -3,9 +3,14 @@
 // Every state change records an event in the same transaction as the change.
 // Events of one tenant form a SHA-256 hash chain: each event's hash covers the
 // previous event's hash and the event's canonical serialization, so changing,
-// removing or reordering a stored event breaks the chain at that event, which
-// Verify names. The database appends events (Record calls its audit_append
-// function), and the appends of one tenant serialize on its chain head row.
+// removing or reordering a stored event, or adding one the chain head does
+// not cover, breaks the chain at that event, which Verify names. The
+// database appends events (Record calls its audit_append function), and the
+// appends of one tenant serialize on its chain head row.
+//
+// A removed tail with the head moved back to match is consistent on its
+// own; only a head recorded outside the database (an Anchor, checked by
+// VerifyAnchored) shows it.
 package audit
 
 import (
@@ -166,7 +171,10 @@ type canonicalTarget struct {
 // Canonical is the byte string scheme 1 hashes: compact JSON with the fields
 // in the order above, occurred_at as RFC 3339 UTC with six fractional digits,
 // absent values as null, details with object keys sorted, and no HTML
-// escaping. docs/api/audit.md describes it for independent verifiers.
+// escaping. docs/api/audit.md describes it for independent verifiers, and
+// audit_canonical_v1 (migration 00009) builds the same bytes in the database,
+// which hashes new events: a change to one is a change to both, and a new
+// scheme.
 func (ev *Event) Canonical() ([]byte, error) {
 	if ev.SchemeVersion != 1 {
 		return nil, fmt.Errorf("unknown audit scheme %d", ev.SchemeVersion)
