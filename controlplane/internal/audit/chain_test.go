@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -17,7 +18,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/edgeward/edgeward/controlplane/internal/apitest"
 	"github.com/edgeward/edgeward/controlplane/internal/audit"
+	"github.com/edgeward/edgeward/controlplane/internal/caller"
 	"github.com/edgeward/edgeward/controlplane/internal/db"
 	"github.com/edgeward/edgeward/controlplane/internal/db/dbtest"
 )
@@ -408,4 +411,36 @@ func TestParseAnchor(t *testing.T) {
 		_, err := audit.ParseAnchor(bad)
 		assert.Error(t, err, "%q", bad)
 	}
+}
+
+// TestIntegrityAPINamesAnEventPastTheHead: the review's reproduction
+// through GET /api/v1/audit/integrity, which said verified with the old
+// count.
+func TestIntegrityAPINamesAnEventPastTheHead(t *testing.T) {
+	env := apitest.Start(t)
+	auditor := env.Client(t, env.IssueToken(t, env.Tenant.ID, caller.RoleAuditor, "auditor").Secret)
+	type integrity struct {
+		Verified    bool  `json:"verified"`
+		EventCount  int64 `json:"event_count"`
+		HeadSeq     int64 `json:"head_seq"`
+		FirstBroken *struct {
+			Seq     int64   `json:"seq"`
+			EventID *string `json:"event_id"`
+			Reason  string  `json:"reason"`
+		} `json:"first_broken"`
+	}
+	var before integrity
+	auditor.Do(http.MethodGet, "/api/v1/audit/integrity", nil).JSON(t, &before)
+	require.True(t, before.Verified)
+
+	forged := forge(t, env.DB, env.Tenant.ID, true)
+	var after integrity
+	auditor.Do(http.MethodGet, "/api/v1/audit/integrity", nil).JSON(t, &after)
+	assert.False(t, after.Verified)
+	assert.Equal(t, before.EventCount+1, after.EventCount)
+	require.NotNil(t, after.FirstBroken)
+	assert.Equal(t, before.HeadSeq+1, after.FirstBroken.Seq)
+	require.NotNil(t, after.FirstBroken.EventID)
+	assert.Equal(t, forged, *after.FirstBroken.EventID)
+	assert.Contains(t, after.FirstBroken.Reason, "past the chain head")
 }

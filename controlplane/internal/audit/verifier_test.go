@@ -19,6 +19,7 @@ import (
 
 	"github.com/edgeward/edgeward/controlplane/internal/apitest"
 	"github.com/edgeward/edgeward/controlplane/internal/audit"
+	"github.com/edgeward/edgeward/controlplane/internal/caller"
 	"github.com/edgeward/edgeward/controlplane/internal/db"
 )
 
@@ -176,7 +177,7 @@ func (d *docVerifier) hash(t *testing.T, tenant string, ev apiEvent) string {
 // verbatim fails on an event whose fraction ends in zero, as the doc warns.
 func TestIndependentVerifierFollowingTheDocs(t *testing.T) {
 	env := apitest.Start(t)
-	auditor := env.Client(t, env.IssueToken(t, env.Tenant.ID, "auditor", "auditor").Secret)
+	auditor := env.Client(t, env.IssueToken(t, env.Tenant.ID, caller.RoleAuditor, "auditor").Secret)
 	ctx := context.Background()
 	for _, s := range tricky {
 		actx := audit.WithActor(ctx, audit.Actor{Type: audit.ActorPrincipal, ID: s, Name: s})

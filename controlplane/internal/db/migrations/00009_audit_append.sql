@@ -13,7 +13,9 @@
 -- audit_append is SECURITY DEFINER, owned by the migration owner, with a
 -- pinned search_path. Both tables FORCE ROW LEVEL SECURITY, so the owner is
 -- bound by tenant_isolation too: the function can only append to the
--- transaction's tenant, app_current_tenant().
+-- transaction's tenant, app_current_tenant(). Its statements also name that
+-- tenant explicitly, so this holds even where the owner is a superuser
+-- (which RLS does not bind, and which migrate warns about).
 
 -- +goose Up
 
