@@ -51,7 +51,7 @@ func commands() []command {
 		{"bootstrap", "Create a tenant and its first tenant_admin API token (printed once).", runBootstrap},
 		{"tenant", "Manage tenants: tenant create --name NAME | tenant list.", runTenant},
 		{"token", "Issue API tokens: token create --tenant ID --role ROLE --name NAME.", runToken},
-		{"audit", "Check audit trails: audit verify --tenant ID.", runAudit},
+		{"audit", "Check audit trails: audit verify --tenant ID [--expect-head SEQ:HASH].", runAudit},
 		{"dev", "Run a local control plane on a private PostgreSQL under ./.edgeward (make demo).", runDev},
 		{"version", "Print the version.", func(_ context.Context, _ []string, out, _ io.Writer) error {
 			_, err := fmt.Fprintln(out, "edgeward-controlplane", Version)
@@ -469,18 +469,35 @@ var errVerifyFailed = errors.New("audit chain broken")
 
 func runAudit(ctx context.Context, args []string, out, errOut io.Writer) error {
 	if len(args) == 0 || args[0] != "verify" {
-		fmt.Fprintln(errOut, "Usage: edgeward-controlplane audit verify [--tenant ID] [--json]")
+		fmt.Fprintln(errOut, "Usage: edgeward-controlplane audit verify [--tenant ID [--expect-head SEQ:HASH]] [--json]")
 		return errUsage
 	}
-	fs := newFlagSet("audit verify", "Recompute tenants' audit hash chains and name the first broken link.\nExit status 1 when any chain is broken. Without --tenant every tenant is checked.", errOut)
+	fs := newFlagSet("audit verify", "Recompute tenants' audit hash chains and name the first broken link.\n"+
+		"Exit status 1 when any chain is broken. Without --tenant every tenant is checked.\n"+
+		"Each verified chain's head is printed as SEQ:HASH: keep it outside the database, and pass it\n"+
+		"back later with --expect-head to detect a removed tail (the chain alone cannot show one).", errOut)
 	var dbf dbFlags
-	var tenant string
+	var tenant, expectHead string
 	var asJSON bool
 	dbf.register(fs)
 	fs.StringVar(&tenant, "tenant", "", "tenant id (default: every tenant)")
+	fs.StringVar(&expectHead, "expect-head", "", "a head recorded earlier, SEQ:HASH (HASH in hex): the event at SEQ must still exist with HASH (needs --tenant)")
 	fs.BoolVar(&asJSON, "json", false, "print JSON")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return usageErr(err)
+	}
+	var anchor *audit.Anchor
+	if expectHead != "" {
+		if tenant == "" {
+			fmt.Fprintln(errOut, "audit verify: --expect-head needs --tenant (a head belongs to one tenant's chain)")
+			return errUsage
+		}
+		a, err := audit.ParseAnchor(expectHead)
+		if err != nil {
+			fmt.Fprintf(errOut, "audit verify: --expect-head: %v\n", err)
+			return errUsage
+		}
+		anchor = &a
 	}
 	pool, err := openAdmin(ctx, &dbf)
 	if err != nil {
@@ -509,7 +526,11 @@ func runAudit(ctx context.Context, args []string, out, errOut io.Writer) error {
 		var v audit.Verification
 		err := db.InTenant(db.WithReadOnly(ctx), pool, id, func(tx pgx.Tx) error {
 			var err error
-			v, err = audit.Verify(ctx, tx, id)
+			if anchor != nil {
+				v, err = audit.VerifyAnchored(ctx, tx, id, *anchor)
+			} else {
+				v, err = audit.Verify(ctx, tx, id)
+			}
 			return err
 		})
 		if err != nil {
@@ -521,8 +542,12 @@ func runAudit(ctx context.Context, args []string, out, errOut io.Writer) error {
 	if asJSON {
 		items := make([]map[string]any, 0, len(results))
 		for _, v := range results {
+			head := audit.Anchor{Seq: v.HeadSeq, Hash: v.HeadHash}
 			item := map[string]any{"tenant_id": v.TenantID, "verified": v.OK(), "event_count": v.EventCount,
-				"head_seq": v.HeadSeq, "head_hash": hex.EncodeToString(v.HeadHash), "first_broken": nil}
+				"head_seq": v.HeadSeq, "head_hash": hex.EncodeToString(v.HeadHash), "head": head.String(), "first_broken": nil}
+			if anchor != nil {
+				item["expected_head"] = anchor.String()
+			}
 			if v.Broken != nil {
 				broken = true
 				item["first_broken"] = map[string]any{"seq": v.Broken.Seq, "event_id": v.Broken.EventID, "reason": v.Broken.Reason}
@@ -543,7 +568,12 @@ func runAudit(ctx context.Context, args []string, out, errOut io.Writer) error {
 				fmt.Fprintf(out, "tenant %s: BROKEN at seq %d (event %s): %s\n", v.TenantID, v.Broken.Seq, id, v.Broken.Reason)
 				continue
 			}
-			fmt.Fprintf(out, "tenant %s: verified %d events; head seq %d, hash %s\n", v.TenantID, v.EventCount, v.HeadSeq, hex.EncodeToString(v.HeadHash))
+			head := audit.Anchor{Seq: v.HeadSeq, Hash: v.HeadHash}
+			fmt.Fprintf(out, "tenant %s: verified %d events; head %s", v.TenantID, v.EventCount, head)
+			if anchor != nil {
+				fmt.Fprintf(out, "; the expected head %s is in the chain", anchor)
+			}
+			fmt.Fprintln(out)
 		}
 	}
 	if broken {

@@ -3,8 +3,14 @@
 // Every state change records an event in the same transaction as the change.
 // Events of one tenant form a SHA-256 hash chain: each event's hash covers the
 // previous event's hash and the event's canonical serialization, so changing,
-// removing or reordering a stored event breaks the chain at that event, which
-// Verify names. Inserts of one tenant serialize on its chain head row.
+// removing or reordering a stored event, or adding one the chain head does
+// not cover, breaks the chain at that event, which Verify names. The
+// database appends events (Record calls its audit_append function), and the
+// appends of one tenant serialize on its chain head row.
+//
+// A removed tail with the head moved back to match is consistent on its
+// own; only a head recorded outside the database (an Anchor, checked by
+// VerifyAnchored) shows it.
 package audit
 
 import (
@@ -110,7 +116,13 @@ type Event struct {
 var GenesisHash = make([]byte, sha256.Size)
 
 // Record appends an event to the tenant's chain inside tx, the transaction of
-// the change it describes.
+// the change it describes; tenantID must be the transaction's tenant.
+//
+// The database appends it: audit_append (migration 00009) takes the
+// tenant's chain-head lock, computes seq, prev_hash and the scheme 1 hash
+// itself, inserts the event and advances the head. The runtime role may not
+// write either table directly, so it cannot add an event the chain does not
+// link. The lock serializes this tenant's writers until tx ends.
 func Record(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, e Entry) error {
 	if e.Outcome == "" {
 		e.Outcome = OutcomeSuccess
@@ -119,51 +131,12 @@ func Record(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, e Entry) error {
 	if err != nil {
 		return fmt.Errorf("audit %s: details: %w", e.Action, err)
 	}
-	// Lock the chain head and read it in one round trip; the first event of a
-	// tenant creates the head. The no-op update takes the row lock, which
-	// serializes this tenant's writers until the transaction ends.
-	var headSeq int64
-	var headHash []byte
-	if err := tx.QueryRow(ctx, `
-		INSERT INTO audit_chain_heads (tenant_id, seq, hash) VALUES ($1, 0, $2)
-		ON CONFLICT (tenant_id) DO UPDATE SET seq = audit_chain_heads.seq
-		RETURNING seq, hash`, tenantID, GenesisHash).Scan(&headSeq, &headHash); err != nil {
-		return fmt.Errorf("audit %s: lock chain head: %w", e.Action, err)
-	}
 	actor, req := ActorFrom(ctx), RequestFrom(ctx)
-	ev := Event{
-		TenantID:      tenantID,
-		Seq:           headSeq + 1,
-		ID:            uuid.Must(uuid.NewV7()),
-		OccurredAt:    time.Now().UTC().Truncate(time.Microsecond),
-		SchemeVersion: SchemeVersion,
-		Actor:         actor,
-		Action:        e.Action,
-		TargetType:    e.TargetType,
-		TargetID:      e.TargetID,
-		RequestID:     req.ID,
-		SourceIP:      req.SourceIP,
-		Outcome:       e.Outcome,
-		Details:       details,
-		PrevHash:      headHash,
-	}
-	ev.Hash, err = ev.ComputeHash()
+	_, err = tx.Exec(ctx, `SELECT audit_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::json)`,
+		tenantID, uuid.Must(uuid.NewV7()), time.Now().UTC().Truncate(time.Microsecond), actor.Type, actor.ID, actor.Name,
+		e.Action, e.TargetType, e.TargetID, req.ID, req.SourceIP, e.Outcome, string(details))
 	if err != nil {
-		return fmt.Errorf("audit %s: %w", e.Action, err)
-	}
-	// Insert the event and advance the head together.
-	_, err = tx.Exec(ctx, `
-		WITH event AS (
-			INSERT INTO audit_events (tenant_id, seq, id, occurred_at, scheme_version, actor_type, actor_id, actor_name,
-			                          action, target_type, target_id, request_id, source_ip, outcome, details, prev_hash, hash)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
-		)
-		UPDATE audit_chain_heads SET seq = $2, hash = $17 WHERE tenant_id = $1`,
-		ev.TenantID, ev.Seq, ev.ID, ev.OccurredAt, ev.SchemeVersion, ev.Actor.Type, nullable(ev.Actor.ID), ev.Actor.Name,
-		ev.Action, ev.TargetType, nullable(ev.TargetID), nullable(ev.RequestID), nullable(ev.SourceIP), ev.Outcome,
-		string(ev.Details), ev.PrevHash, ev.Hash)
-	if err != nil {
-		return fmt.Errorf("audit %s: insert: %w", e.Action, err)
+		return fmt.Errorf("audit %s: append: %w", e.Action, err)
 	}
 	return nil
 }
@@ -198,7 +171,10 @@ type canonicalTarget struct {
 // Canonical is the byte string scheme 1 hashes: compact JSON with the fields
 // in the order above, occurred_at as RFC 3339 UTC with six fractional digits,
 // absent values as null, details with object keys sorted, and no HTML
-// escaping. docs/api/audit.md describes it for independent verifiers.
+// escaping. docs/api/audit.md describes it for independent verifiers, and
+// audit_canonical_v1 (migration 00009) builds the same bytes in the database,
+// which hashes new events: a change to one is a change to both, and a new
+// scheme.
 func (ev *Event) Canonical() ([]byte, error) {
 	if ev.SchemeVersion != 1 {
 		return nil, fmt.Errorf("unknown audit scheme %d", ev.SchemeVersion)
@@ -289,11 +265,4 @@ func strPtr(s string) *string {
 		return nil
 	}
 	return &s
-}
-
-func nullable(s string) any {
-	if s == "" {
-		return nil
-	}
-	return s
 }

@@ -3,9 +3,10 @@ package audit
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"math"
+	"strconv"
 	"strings"
 	"time"
 
@@ -31,11 +32,12 @@ const eventColumns = `tenant_id, seq, id, occurred_at, scheme_version, actor_typ
 	action, target_type, coalesce(target_id, ''), coalesce(request_id, ''), coalesce(source_ip, ''), outcome,
 	details::text, prev_hash, hash`
 
-func scanEvent(row pgx.Row) (Event, error) {
+// scanEvent reads eventColumns, and then into extra, when the row has more.
+func scanEvent(row pgx.Row, extra ...any) (Event, error) {
 	var ev Event
 	var details string
-	err := row.Scan(&ev.TenantID, &ev.Seq, &ev.ID, &ev.OccurredAt, &ev.SchemeVersion, &ev.Actor.Type, &ev.Actor.ID, &ev.Actor.Name,
-		&ev.Action, &ev.TargetType, &ev.TargetID, &ev.RequestID, &ev.SourceIP, &ev.Outcome, &details, &ev.PrevHash, &ev.Hash)
+	err := row.Scan(append([]any{&ev.TenantID, &ev.Seq, &ev.ID, &ev.OccurredAt, &ev.SchemeVersion, &ev.Actor.Type, &ev.Actor.ID, &ev.Actor.Name,
+		&ev.Action, &ev.TargetType, &ev.TargetID, &ev.RequestID, &ev.SourceIP, &ev.Outcome, &details, &ev.PrevHash, &ev.Hash}, extra...)...)
 	ev.Details = []byte(details)
 	ev.OccurredAt = ev.OccurredAt.UTC()
 	return ev, err
@@ -94,7 +96,9 @@ type Break struct {
 	Reason  string
 }
 
-// Verification is the result of checking one tenant's chain.
+// Verification is the result of checking one tenant's chain. HeadSeq and
+// HeadHash are the last stored event's (the genesis hash when there is
+// none): record them elsewhere, and pass them back later as an Anchor.
 type Verification struct {
 	TenantID   uuid.UUID
 	EventCount int64
@@ -107,43 +111,107 @@ type Verification struct {
 // OK reports whether the whole chain verified.
 func (v Verification) OK() bool { return v.Broken == nil }
 
-// Verify recomputes the transaction's tenant chain from its first event and
-// reports the first broken link: a gap or reordering in the sequence, a
-// prev_hash that is not the previous event's hash, a hash that does not match
-// the stored content, or a chain head that disagrees with the last event
+// Anchor is a chain head recorded outside the database (printed by `audit
+// verify`, kept by an operator or an export). The chain alone cannot show
+// that its tail was removed and its head moved back to match; an anchor
+// can, since the event at Seq must still exist with Hash.
+type Anchor struct {
+	Seq  int64
+	Hash []byte
+}
+
+// ParseAnchor reads an anchor written as SEQ:HASH, the hash in hex.
+func ParseAnchor(s string) (Anchor, error) {
+	seqText, hashText, ok := strings.Cut(s, ":")
+	if !ok {
+		return Anchor{}, fmt.Errorf("expected SEQ:HASH, got %q", s)
+	}
+	seq, err := strconv.ParseInt(seqText, 10, 64)
+	if err != nil || seq < 1 {
+		return Anchor{}, fmt.Errorf("expected SEQ:HASH with SEQ a positive event seq, got %q", seqText)
+	}
+	hash, err := hex.DecodeString(hashText)
+	if err != nil || len(hash) != sha256.Size {
+		return Anchor{}, fmt.Errorf("expected SEQ:HASH with HASH %d hex digits, got %q", 2*sha256.Size, hashText)
+	}
+	return Anchor{Seq: seq, Hash: hash}, nil
+}
+
+// String writes the anchor as ParseAnchor reads it.
+func (a Anchor) String() string { return fmt.Sprintf("%d:%s", a.Seq, hex.EncodeToString(a.Hash)) }
+
+// Verify recomputes the transaction's tenant chain from its first event to
+// its last and reports the first broken link: a gap or reordering in the
+// sequence, a prev_hash that is not the previous event's hash, a hash that
+// does not match the stored content, an event past the chain head (written
+// around audit_append), or a chain head that disagrees with the last event
 // (events removed from the end).
 func Verify(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID) (Verification, error) {
+	return verify(ctx, tx, tenantID, nil)
+}
+
+// VerifyAnchored is Verify, and also checks the chain against a head
+// recorded earlier: the event at anchor.Seq must exist with anchor.Hash.
+func VerifyAnchored(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, anchor Anchor) (Verification, error) {
+	return verify(ctx, tx, tenantID, &anchor)
+}
+
+// verifyQuery reads the chain head and every event of the tenant in one
+// statement, hence one snapshot: an event and its head move commit
+// together, so events committed while this runs are either all in (with
+// their head) or all out, and never look like a broken chain. The first
+// row (seq 0, which no event has) carries the head, NULL when there is
+// none; the events follow in order.
+const verifyQuery = `
+	SELECT ` + eventColumns + `, NULL::bigint, NULL::bytea
+	  FROM audit_events WHERE tenant_id = $1
+	UNION ALL
+	SELECT $1, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, h.seq, h.hash
+	  FROM (SELECT 1) AS one LEFT JOIN audit_chain_heads h ON h.tenant_id = $1
+	 ORDER BY 2`
+
+func verify(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, anchor *Anchor) (Verification, error) {
 	v := Verification{TenantID: tenantID, CheckedAt: time.Now().UTC(), HeadHash: GenesisHash}
-	// The head first: an event and its head move commit together, so every
-	// event up to the head read here is visible to the next statement, and
-	// events committed meanwhile (past the head) are left out instead of
-	// looking like a truncated chain.
-	var headSeq int64
-	var headHash []byte
-	err := tx.QueryRow(ctx, "SELECT seq, hash FROM audit_chain_heads WHERE tenant_id = $1", tenantID).Scan(&headSeq, &headHash)
-	headFound := err == nil
-	if err != nil && err != pgx.ErrNoRows {
-		return v, fmt.Errorf("verify audit chain: read head: %w", err)
-	}
-	bound := int64(math.MaxInt64)
-	if headFound {
-		bound = headSeq
-	}
-	rows, err := tx.Query(ctx, "SELECT "+eventColumns+" FROM audit_events WHERE tenant_id = $1 AND seq <= $2 ORDER BY seq", tenantID, bound)
+	rows, err := tx.Query(ctx, verifyQuery, tenantID)
 	if err != nil {
 		return v, fmt.Errorf("verify audit chain: %w", err)
 	}
 	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return v, fmt.Errorf("verify audit chain: %w", err)
+		}
+		return v, fmt.Errorf("verify audit chain: no head row")
+	}
+	var headSeq *int64
+	var headHash []byte
+	skip := make([]any, 17, 19)
+	if err := rows.Scan(append(skip, &headSeq, &headHash)...); err != nil {
+		return v, fmt.Errorf("verify audit chain: read head: %w", err)
+	}
+	brk := func(b *Break) {
+		if v.Broken == nil {
+			v.Broken = b
+		}
+	}
 	prev := GenesisHash
 	var expectSeq int64 = 1
 	for rows.Next() {
-		ev, err := scanEvent(rows)
+		ev, err := scanEvent(rows, nil, nil)
 		if err != nil {
 			return v, fmt.Errorf("verify audit chain: %w", err)
 		}
 		v.EventCount++
+		if v.Broken == nil && headSeq != nil && ev.Seq > *headSeq {
+			brk(&Break{Seq: ev.Seq, EventID: ev.ID.String(), Reason: fmt.Sprintf(
+				"event seq %d is past the chain head (seq %d): it was not appended through the chain, or the head was moved back", ev.Seq, *headSeq)})
+		}
 		if v.Broken == nil {
-			v.Broken = checkLink(ev, expectSeq, prev)
+			brk(checkLink(ev, expectSeq, prev))
+		}
+		if v.Broken == nil && anchor != nil && ev.Seq == anchor.Seq && !bytes.Equal(ev.Hash, anchor.Hash) {
+			brk(&Break{Seq: ev.Seq, EventID: ev.ID.String(), Reason: fmt.Sprintf(
+				"event seq %d has hash %s, but the expected head says %s: the chain was rewritten from here or earlier", ev.Seq, short(ev.Hash), short(anchor.Hash))})
 		}
 		expectSeq = ev.Seq + 1
 		prev = ev.Hash
@@ -152,17 +220,21 @@ func Verify(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID) (Verification, e
 	if err := rows.Err(); err != nil {
 		return v, fmt.Errorf("verify audit chain: %w", err)
 	}
-	if v.Broken != nil {
-		return v, nil
-	}
 	switch {
-	case !headFound:
+	case headSeq == nil:
 		if v.EventCount > 0 {
-			v.Broken = &Break{Seq: v.HeadSeq, Reason: "the chain head is missing"}
+			brk(&Break{Seq: v.HeadSeq, Reason: "the chain head is missing"})
 		}
-	case headSeq != v.HeadSeq || !bytes.Equal(headHash, v.HeadHash):
-		v.Broken = &Break{Seq: v.HeadSeq + 1, Reason: fmt.Sprintf(
-			"the chain head is at seq %d but the last stored event is seq %d: events after it were removed", headSeq, v.HeadSeq)}
+	case *headSeq > v.HeadSeq:
+		brk(&Break{Seq: v.HeadSeq + 1, Reason: fmt.Sprintf(
+			"the chain head is at seq %d but the last stored event is seq %d: events after it were removed", *headSeq, v.HeadSeq)})
+	case *headSeq == v.HeadSeq && !bytes.Equal(headHash, v.HeadHash):
+		brk(&Break{Seq: v.HeadSeq, Reason: fmt.Sprintf(
+			"the chain head's hash %s is not the hash of the last stored event, seq %d", short(headHash), v.HeadSeq)})
+	}
+	if anchor != nil && anchor.Seq > v.HeadSeq {
+		brk(&Break{Seq: anchor.Seq, Reason: fmt.Sprintf(
+			"the expected head is seq %d but the stored chain ends at seq %d: events were removed and the chain head moved back", anchor.Seq, v.HeadSeq)})
 	}
 	return v, nil
 }
