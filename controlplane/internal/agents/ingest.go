@@ -143,6 +143,9 @@ func (in *Ingester) work(ctx context.Context) {
 // commands are handed over in the Ack; without, they stay queued for a
 // call that can carry them.
 func (in *Ingester) Submit(ctx context.Context, id Identity, reports []Report, commands bool) (Ack, error) {
+	for i := range reports {
+		reports[i].truncateTimes()
+	}
 	j := &job{id: id, reports: reports, commands: commands, done: make(chan jobResult, 1)}
 	select {
 	case in.jobs <- j:
@@ -452,6 +455,23 @@ func (in *Ingester) applyTenant(ctx context.Context, tenant uuid.UUID, jobs []*j
 		in.cfg.Metrics.report("applied", len(ack.Seqs)-ack.Duplicates)
 	}
 	return results, nil
+}
+
+// truncateTimes cuts the agent's timestamps to the microseconds PostgreSQL
+// keeps, so that evidence and responses built from a report say the same
+// instant as the rows read back later.
+func (r *Report) truncateTimes() {
+	r.At = r.At.Truncate(time.Microsecond)
+	for i := range r.Observations {
+		r.Observations[i].SeenAt = r.Observations[i].SeenAt.Truncate(time.Microsecond)
+	}
+	for i := range r.CommandResults {
+		r.CommandResults[i].CompletedAt = r.CommandResults[i].CompletedAt.Truncate(time.Microsecond)
+	}
+	if r.Facts != nil && r.Facts.BootTime != nil {
+		t := r.Facts.BootTime.Truncate(time.Microsecond)
+		r.Facts.BootTime = &t
+	}
 }
 
 func (r *Report) factsHash() []byte {

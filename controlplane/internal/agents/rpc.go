@@ -106,7 +106,7 @@ func (s *Service) Heartbeat(ctx context.Context, req *connect.Request[agentv1.He
 	reports := make([]Report, 0, len(msgs))
 	for _, m := range msgs {
 		if m.GetSeq() == 0 || m.GetSeq() > math.MaxInt64 {
-			return nil, refuse(connect.CodeInvalidArgument, "report sequence numbers run from 1 to 2^63-1, got %d", m.GetSeq())
+			return nil, refuse(connect.CodeInvalidArgument, "report sequence numbers start at 1 and end at 2^63-1; got %d", m.GetSeq())
 		}
 		r := Report{Seq: m.GetSeq(), At: m.GetCreatedAt().AsTime(), Facts: factsFromProto(m.GetFacts()), Counts: len(m.GetObservations()),
 			ObservationsDropped: clampInt64(m.GetObservationsDropped())}

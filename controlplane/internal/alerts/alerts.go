@@ -136,7 +136,7 @@ func (r Raiser) Observe(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, s Si
 
 func (r Raiser) raise(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, s Sighting) error {
 	id := uuid.Must(uuid.NewV7())
-	now := time.Now().UTC()
+	now := time.Now().UTC().Truncate(time.Microsecond)
 	title := fmt.Sprintf("Unauthorized device %s at %s", s.MAC, s.IP)
 	_, err := tx.Exec(ctx, `
 		INSERT INTO alerts (tenant_id, id, type, status, severity, title, asset_id, site_id, first_seen_at, last_seen_at, created_at, updated_at)

@@ -259,6 +259,9 @@ func (c *Client) Do(method, path string, body any, opts ...Option) *Response {
 // validate checks a response against the spec and records coverage.
 func (e *Env) validate(req *http.Request, body []byte, r *Response) error {
 	opID, err := Validate(req, body, r.Status, r.Header, r.Body)
+	if err == nil {
+		err = checkTimestamps(r.Body)
+	}
 	if err == nil && opID != "" {
 		recordCoverage(opID, r.Status)
 	}

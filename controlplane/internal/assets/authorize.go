@@ -67,7 +67,7 @@ func (s Store) SetAuthorization(ctx context.Context, tx pgx.Tx, tenantID uuid.UU
 	if same && (ch.Manual == nil || *ch.Manual == a.Manual) {
 		return a, nil
 	}
-	now := time.Now().UTC()
+	now := time.Now().UTC().Truncate(time.Microsecond)
 	basis, rule := nullStr(ch.Basis), nullStr(ch.Rule)
 	_, err := tx.Exec(ctx, `
 		UPDATE assets SET authorization_state = $2, authorization_basis = $3, authorization_rule = $4, authorization_changed_at = $5,
@@ -294,8 +294,8 @@ func (s Store) ClaimMACs(ctx context.Context, tx pgx.Tx, tenantID, hostAsset uui
 			return nil, err
 		}
 		if err := s.Record(ctx, tx, tenantID, []TimelineEntry{
-			{AssetID: owner, At: time.Now().UTC(), Kind: KindMerged, Summary: "enrolled as an agent host", Details: map[string]any{"merged_into": hostAsset.String(), "mac": mac}},
-			{AssetID: hostAsset, At: time.Now().UTC(), Kind: KindMerged, Summary: "absorbed the discovered device " + mac, Details: map[string]any{"merged_asset": owner.String(), "mac": mac}},
+			{AssetID: owner, At: time.Now().UTC().Truncate(time.Microsecond), Kind: KindMerged, Summary: "enrolled as an agent host", Details: map[string]any{"merged_into": hostAsset.String(), "mac": mac}},
+			{AssetID: hostAsset, At: time.Now().UTC().Truncate(time.Microsecond), Kind: KindMerged, Summary: "absorbed the discovered device " + mac, Details: map[string]any{"merged_asset": owner.String(), "mac": mac}},
 		}); err != nil {
 			return nil, err
 		}

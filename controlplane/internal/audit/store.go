@@ -171,7 +171,7 @@ const verifyQuery = `
 	 ORDER BY 2`
 
 func verify(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, anchor *Anchor) (Verification, error) {
-	v := Verification{TenantID: tenantID, CheckedAt: time.Now().UTC(), HeadHash: GenesisHash}
+	v := Verification{TenantID: tenantID, CheckedAt: time.Now().UTC().Truncate(time.Microsecond), HeadHash: GenesisHash}
 	rows, err := tx.Query(ctx, verifyQuery, tenantID)
 	if err != nil {
 		return v, fmt.Errorf("verify audit chain: %w", err)

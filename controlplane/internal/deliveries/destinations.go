@@ -155,7 +155,7 @@ func CreateDestination(ctx context.Context, tx pgx.Tx, keys *secrets.Keyring, te
 	var disabledAt any
 	if !spec.Enabled {
 		r := ReasonByUser
-		reason, disabledAt = &r, time.Now()
+		reason, disabledAt = &r, time.Now().Truncate(time.Microsecond)
 	}
 	if _, err := tx.Exec(ctx, `INSERT INTO delivery_destinations (tenant_id, id, name, url, event_types, enabled, disabled_reason,
 		disabled_at, secret_sealed, auth_header_name, auth_header_sealed) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
