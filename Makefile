@@ -14,7 +14,7 @@ LDFLAGS  := -X github.com/edgeward/edgeward/controlplane/internal/app.Version=$(
 TOOL_PKGS := github.com/bufbuild/buf/cmd/buf google.golang.org/protobuf/cmd/protoc-gen-go \
 	connectrpc.com/connect/cmd/protoc-gen-connect-go github.com/oapi-codegen/oapi-codegen/v2/cmd/oapi-codegen
 
-.PHONY: help demo build cross test bench generate lint fmt tools check-generated spec-lint node-tools new-migration clean
+.PHONY: help demo build cross test test-db-stop fuzz bench generate lint fmt tools check-generated spec-lint node-tools new-migration clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -45,6 +45,21 @@ test: ## Run every test (-race), then check every API operation was exercised.
 	EDGEWARD_API_COVERAGE_DIR=$(COVDIR) $(GO) test -race -count=1 -p $(TEST_PARALLEL) $(PACKAGES)
 	set -o pipefail; EDGEWARD_API_COVERAGE_DIR=$(COVDIR) EDGEWARD_API_COVERAGE_CHECK=1 \
 		$(GO) test -count=1 -run '^TestEveryOperationIsExercised$$' -v ./controlplane/internal/apitest | grep -E '^(---|ok|FAIL|\s+coverage_test)' || exit 1
+	@cat $(COVDIR)/*.summary 2>/dev/null || true
+	@if [ -z "$$DATABASE_URL" ]; then echo "The tests' private PostgreSQL cluster keeps running for the next run; 'make test-db-stop' stops it."; fi
+
+test-db-stop: ## Stop the private PostgreSQL cluster that make test (and make bench) left running.
+	$(GO) run ./controlplane/internal/db/dbtest/stopclusters
+
+# Fuzzing: `make test` runs each fuzz target's seed corpus and the fixed
+# malformed requests once; this searches for FUZZTIME per target and sends
+# MALFORMED_ROUNDS random combined mutations per operation.
+FUZZTIME ?= 2m
+MALFORMED_ROUNDS ?= 40
+fuzz: ## Fuzz the request gate and the JSON check, and send every operation random malformed input.
+	$(GO) test -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $(FUZZTIME) ./controlplane/internal/jsoncheck
+	$(GO) test -run '^$$' -fuzz '^FuzzGate$$' -fuzztime $(FUZZTIME) ./controlplane/internal/httpx
+	EDGEWARD_MALFORMED_ROUNDS=$(MALFORMED_ROUNDS) $(GO) test -count=1 -v -run '^TestEveryOperationSurvivesMalformedInput$$' ./controlplane/internal/httpx | grep -E '^(---|ok|FAIL|\s+malformed_test)'
 
 bench: ## Run the benchmarks and print their figures.
 	EDGEWARD_TEST_PG_DURABLE=1 $(GO) test -run '^$$' -bench . -benchtime 5s -count 1 -timeout 30m ./controlplane/internal/bench/

@@ -77,6 +77,6 @@ func BenchmarkAdversarialJSON(b *testing.B) {
 	b.ReportMetric(float64(deepPeak)/(1<<20), "MB-peak-deep")
 	b.ReportMetric(float64(flatPeak)/(1<<20), "MB-peak-flat")
 	report(figure{name: "1 MB body nested 1 048 560 deep: peak heap growth", value: float64(deepPeak) / (1 << 20), unit: "MB",
-		target: "no more than a flat body's",
+		target:  "no more than a flat body's",
 		against: fmt.Sprintf("1 MB flat array: %.1f MB; refused in %v (flat: %v)", float64(flatPeak)/(1<<20), deepTime.Round(time.Microsecond), flatTime.Round(time.Microsecond))})
 }

@@ -10,6 +10,7 @@
 package jobs
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -73,6 +74,33 @@ func New(cfg Config) (*Client, error) {
 		FetchPollInterval: time.Second,
 		// REINDEX needs table ownership, which the runtime role never has.
 		ReindexerIndexNames: []string{},
-		Logger:              log.With("component", "jobs"),
+		Logger:              slog.New(routine{log.Handler()}).With("component", "jobs"),
 	})
 }
+
+// routine hands River's log lines to the service log one level down:
+// River reports its routine work at info (job counts every few seconds,
+// each periodic scheduler run, leadership), which would drown the lines an
+// operator reads. Warnings and errors keep their level; --log-level debug
+// shows the rest.
+type routine struct{ slog.Handler }
+
+func quieter(l slog.Level) slog.Level {
+	if l == slog.LevelInfo {
+		return slog.LevelDebug
+	}
+	return l
+}
+
+func (h routine) Enabled(ctx context.Context, l slog.Level) bool {
+	return h.Handler.Enabled(ctx, quieter(l))
+}
+
+func (h routine) Handle(ctx context.Context, r slog.Record) error {
+	r.Level = quieter(r.Level)
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h routine) WithAttrs(attrs []slog.Attr) slog.Handler { return routine{h.Handler.WithAttrs(attrs)} }
+
+func (h routine) WithGroup(name string) slog.Handler { return routine{h.Handler.WithGroup(name)} }

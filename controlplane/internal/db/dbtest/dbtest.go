@@ -136,15 +136,23 @@ func SuperuserURL(ctx context.Context) (string, error) {
 	if u := os.Getenv("DATABASE_URL"); u != "" {
 		return u, nil
 	}
-	dir, opts := pgcluster.DefaultTestDir(checkoutRoot()), pgcluster.Options{}
+	dirs := PrivateClusterDirs()
+	dir, opts := dirs[0], pgcluster.Options{}
 	if os.Getenv(DurableEnv) == "1" {
-		dir, opts = dir+"-durable", pgcluster.Options{Durable: true}
+		dir, opts = dirs[1], pgcluster.Options{Durable: true}
 	}
 	c, err := pgcluster.Ensure(ctx, dir, opts)
 	if err != nil {
 		return "", fmt.Errorf("no DATABASE_URL, and the private test cluster failed: %w", err)
 	}
 	return c.URL("postgres"), nil
+}
+
+// PrivateClusterDirs are where this checkout's tests keep their private
+// clusters: the fast one, and the durable one of the benchmarks.
+func PrivateClusterDirs() []string {
+	dir := pgcluster.DefaultTestDir(checkoutRoot())
+	return []string{dir, dir + "-durable"}
 }
 
 func checkoutRoot() string {

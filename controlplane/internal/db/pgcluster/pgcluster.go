@@ -145,6 +145,31 @@ func Ensure(ctx context.Context, dir string, opts Options) (*Cluster, error) {
 	return c, nil
 }
 
+// StopIn stops the cluster in dir if one is running there, and reports
+// whether it did. A missing directory or a stopped cluster is no error.
+func StopIn(ctx context.Context, dir string) (bool, error) {
+	if _, err := os.Stat(filepath.Join(dir, "data", "PG_VERSION")); err != nil {
+		return false, nil
+	}
+	bin, err := FindBinDir()
+	if err != nil {
+		return false, err
+	}
+	c := &Cluster{Dir: dir, bin: bin}
+	if os.Geteuid() == 0 {
+		if c.cred, err = unprivilegedUser(); err != nil {
+			return false, err
+		}
+	}
+	if _, running := c.runningPort(ctx); !running {
+		return false, nil
+	}
+	if err := c.Stop(ctx); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
 // URL is a connection string for database db as the superuser.
 func (c *Cluster) URL(db string) string {
 	return fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s?sslmode=disable", SuperUser, c.Port, db)
