@@ -13,6 +13,7 @@ import (
 
 	"github.com/edgeward/edgeward/controlplane/internal/audit"
 	"github.com/edgeward/edgeward/controlplane/internal/problem"
+	"github.com/edgeward/edgeward/controlplane/internal/redact"
 )
 
 // Framework is a catalog framework with its control count.
@@ -210,7 +211,7 @@ func MarkNotApplicable(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, id, j
 		return err
 	}
 	return audit.Record(ctx, tx, tenantID, audit.Entry{Action: "compliance.control_not_applicable", TargetType: "control", TargetID: id,
-		Details: map[string]any{"justification": justification, "previous_status": c.Status.Status}})
+		Details: map[string]any{"justification": redact.Masked(justification), "previous_status": c.Status.Status}})
 }
 
 // ClearNotApplicable makes a control applicable again: unknown until its
