@@ -2357,7 +2357,7 @@ type ListComplianceControlsParams struct {
 
 // UpdateCompliancePolicyParams defines parameters for UpdateCompliancePolicy.
 type UpdateCompliancePolicyParams struct {
-	// IfMatch The `ETag` of the version this change is based on (required; 428 without it).
+	// IfMatch The `ETag` of the version this change is based on, quoted as the read answered it (`"v2"`; required: 428 without it, 400 when it is not an RFC 9110 entity tag such as an unquoted `v2`, 412 when stale).
 	IfMatch *IfMatch `json:"If-Match,omitempty"`
 }
 
@@ -2414,7 +2414,7 @@ type ListDeliveryDestinationsParams struct {
 
 // UpdateDeliveryDestinationParams defines parameters for UpdateDeliveryDestination.
 type UpdateDeliveryDestinationParams struct {
-	// IfMatch The `ETag` of the version this change is based on (required; 428 without it).
+	// IfMatch The `ETag` of the version this change is based on, quoted as the read answered it (`"v2"`; required: 428 without it, 400 when it is not an RFC 9110 entity tag such as an unquoted `v2`, 412 when stale).
 	IfMatch *IfMatch `json:"If-Match,omitempty"`
 }
 
@@ -2458,7 +2458,7 @@ type ListDiscoveryPoliciesParams struct {
 
 // PutDiscoveryPolicyParams defines parameters for PutDiscoveryPolicy.
 type PutDiscoveryPolicyParams struct {
-	// IfMatch The `ETag` of the version this change is based on (required; 428 without it).
+	// IfMatch The `ETag` of the version this change is based on, quoted as the read answered it (`"v2"`; required: 428 without it, 400 when it is not an RFC 9110 entity tag such as an unquoted `v2`, 412 when stale).
 	IfMatch *IfMatch `json:"If-Match,omitempty"`
 }
 
@@ -2521,7 +2521,7 @@ type CreateTicketParams struct {
 
 // UpdateTicketParams defines parameters for UpdateTicket.
 type UpdateTicketParams struct {
-	// IfMatch The `ETag` of the version this change is based on (required; 428 without it).
+	// IfMatch The `ETag` of the version this change is based on, quoted as the read answered it (`"v2"`; required: 428 without it, 400 when it is not an RFC 9110 entity tag such as an unquoted `v2`, 412 when stale).
 	IfMatch *IfMatch `json:"If-Match,omitempty"`
 }
 

@@ -97,7 +97,11 @@ func (a *API) GetComplianceControl(ctx context.Context, req api.GetComplianceCon
 		if err != nil {
 			return err
 		}
-		d, err = detail(ctx, tx, req.ControlId, red)
+		id, err := ResolveControl(ctx, tx, req.ControlId)
+		if err != nil {
+			return err
+		}
+		d, err = detail(ctx, tx, id, red)
 		return err
 	}); err != nil {
 		return nil, err
@@ -109,10 +113,14 @@ func (a *API) GetComplianceControl(ctx context.Context, req api.GetComplianceCon
 func (a *API) MarkControlNotApplicable(ctx context.Context, req api.MarkControlNotApplicableRequestObject) (api.MarkControlNotApplicableResponseObject, error) {
 	var d api.ComplianceControlDetail
 	if err := caller.InTenant(ctx, a.Pool, func(c caller.Caller, tx pgx.Tx) (err error) {
-		if err = MarkNotApplicable(ctx, tx, c.TenantID, req.ControlId, req.Body.Justification); err != nil {
+		id, err := ResolveControl(ctx, tx, req.ControlId)
+		if err != nil {
 			return err
 		}
-		d, err = detail(ctx, tx, req.ControlId, nil)
+		if err = MarkNotApplicable(ctx, tx, c.TenantID, id, req.Body.Justification); err != nil {
+			return err
+		}
+		d, err = detail(ctx, tx, id, nil)
 		return err
 	}); err != nil {
 		return nil, err
@@ -124,15 +132,19 @@ func (a *API) MarkControlNotApplicable(ctx context.Context, req api.MarkControlN
 func (a *API) ClearControlNotApplicable(ctx context.Context, req api.ClearControlNotApplicableRequestObject) (api.ClearControlNotApplicableResponseObject, error) {
 	var d api.ComplianceControlDetail
 	if err := caller.InTenant(ctx, a.Pool, func(c caller.Caller, tx pgx.Tx) (err error) {
-		if err = ClearNotApplicable(ctx, tx, c.TenantID, req.ControlId); err != nil {
+		id, err := ResolveControl(ctx, tx, req.ControlId)
+		if err != nil {
 			return err
 		}
-		if slices.Contains(EvaluatedControls(), req.ControlId) {
+		if err = ClearNotApplicable(ctx, tx, c.TenantID, id); err != nil {
+			return err
+		}
+		if slices.Contains(EvaluatedControls(), id) {
 			if err = a.Runner.Queue(ctx, tx, c.TenantID); err != nil {
 				return err
 			}
 		}
-		d, err = detail(ctx, tx, req.ControlId, nil)
+		d, err = detail(ctx, tx, id, nil)
 		return err
 	}); err != nil {
 		return nil, err
