@@ -20,6 +20,7 @@ import (
 	"github.com/edgeward/edgeward/controlplane/internal/outbox"
 	"github.com/edgeward/edgeward/controlplane/internal/page"
 	"github.com/edgeward/edgeward/controlplane/internal/problem"
+	"github.com/edgeward/edgeward/controlplane/internal/redact"
 )
 
 // Agent is an enrolled agent as the REST API shows it.
@@ -200,7 +201,14 @@ func (s *Service) RevokeAgent(ctx context.Context, req api.RevokeAgentRequestObj
 				Summary: "agent revoked", Details: details}}); err != nil {
 				return err
 			}
-			if err := audit.Record(ctx, tx, c.TenantID, audit.Entry{Action: "agent.revoked", TargetType: "agent", TargetID: req.AgentId.String(), Details: details}); err != nil {
+			// The asset timeline keeps the reason as typed (it is redacted per
+			// reader); the audit trail, which every reader reads alike, keeps
+			// it masked.
+			auditDetails := map[string]any{"agent_id": req.AgentId.String(), "hostname": hostname}
+			if reason != "" {
+				auditDetails["reason"] = redact.Masked(reason)
+			}
+			if err := audit.Record(ctx, tx, c.TenantID, audit.Entry{Action: "agent.revoked", TargetType: "agent", TargetID: req.AgentId.String(), Details: auditDetails}); err != nil {
 				return err
 			}
 			if err := outbox.Publish(ctx, tx, c.TenantID, outbox.Event{Type: "agent.revoked", AggregateType: "agent", AggregateID: req.AgentId,

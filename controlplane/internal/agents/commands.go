@@ -16,6 +16,7 @@ import (
 	"github.com/edgeward/edgeward/controlplane/internal/db"
 	"github.com/edgeward/edgeward/controlplane/internal/page"
 	"github.com/edgeward/edgeward/controlplane/internal/problem"
+	"github.com/edgeward/edgeward/controlplane/internal/redact"
 	agentv1 "github.com/edgeward/edgeward/proto/gen/edgeward/agent/v1"
 )
 
@@ -101,7 +102,7 @@ func completeCommands(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, result
 		}
 		if tag.RowsAffected() == 1 {
 			if err := audit.Record(ctx, tx, tenantID, audit.Entry{Action: "command." + status, TargetType: "command", TargetID: r.ID.String(),
-				Details: map[string]any{"summary": summary}}); err != nil {
+				Details: map[string]any{"summary": redact.Masked(summary)}}); err != nil {
 				return err
 			}
 		}
@@ -129,6 +130,16 @@ func scanCommand(r pgx.Row) (api.Command, error) {
 	c.CreatedAt, c.ExpiresAt = c.CreatedAt.UTC(), c.ExpiresAt.UTC()
 	c.DeliveredAt, c.CompletedAt = api.UTC(c.DeliveredAt), api.UTC(c.CompletedAt)
 	return c, err
+}
+
+// redactCommand masks the MACs and addresses in the agent's result for a
+// reader who does not see identifiers (red is nil for one who does): the
+// agent writes it, and it may quote its neighbour table or an error.
+func redactCommand(c *api.Command, red *redact.Redactor) {
+	if red != nil && c.Result != nil {
+		r := red.Text(*c.Result)
+		c.Result = &r
+	}
 }
 
 // QueueAgentCommand implements POST /api/v1/agents/{agent_id}/commands.
@@ -200,6 +211,13 @@ func (s *Service) ListAgentCommands(ctx context.Context, req api.ListAgentComman
 			return err
 		}
 		list, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (api.Command, error) { return scanCommand(r) })
+		if err != nil {
+			return err
+		}
+		red, err := redact.ForReader(ctx, tx, c.TenantID, c.Role)
+		for i := range list {
+			redactCommand(&list[i], red)
+		}
 		return err
 	})
 	if err != nil {
@@ -228,6 +246,11 @@ func (s *Service) GetCommand(ctx context.Context, req api.GetCommandRequestObjec
 		if errors.Is(err, pgx.ErrNoRows) {
 			return problem.NotFound("command")
 		}
+		if err != nil {
+			return err
+		}
+		red, err := redact.ForReader(ctx, tx, c.TenantID, c.Role)
+		redactCommand(&out, red)
 		return err
 	})
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -252,8 +253,23 @@ func transition(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, x Alert, kin
 	return updated, outbox.Publish(ctx, tx, tenantID, outbox.Event{Type: event, AggregateType: "alert", AggregateID: x.ID, Payload: payload})
 }
 
+// conflict refuses a triage step: "an acknowledged alert cannot be
+// acknowledged again", "a resolved alert cannot be assigned".
 func conflict(x Alert, action string) error {
-	return problem.Newf(http.StatusConflict, "invalid_transition", "a %s alert cannot be %s", x.Status, action)
+	again := ""
+	if x.Status == action {
+		again = " again"
+	}
+	return problem.Newf(http.StatusConflict, "invalid_transition", "%s %s alert cannot be %s%s", article(x.Status), x.Status, action, again)
+}
+
+// article is the indefinite article before word, one of the statuses
+// (open, acknowledged, resolved): "an" before a vowel.
+func article(word string) string {
+	if word != "" && strings.ContainsRune("aeiou", rune(word[0])) {
+		return "an"
+	}
+	return "a"
 }
 
 func resolve(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, x Alert, resolution, note string) (Alert, error) {

@@ -134,6 +134,7 @@ func TestUnauthorizedDeviceIsRaisedWorkedAndProven(t *testing.T) {
 	require.Equal(t, http.StatusOK, r.Status, "%s", r.Body)
 	p = w.analyst.Do("POST", "/api/v1/alerts/"+alert.ID+"/acknowledge", nil).Problem(t, 409)
 	assert.Equal(t, "invalid_transition", p.Code)
+	assert.Equal(t, "an acknowledged alert cannot be acknowledged again", p.Detail)
 	var me struct {
 		PrincipalID string `json:"principal_id"`
 	}
@@ -151,8 +152,15 @@ func TestUnauthorizedDeviceIsRaisedWorkedAndProven(t *testing.T) {
 	a = w.asset(t, alert.AssetID)
 	assert.Equal(t, "authorized", a.Authorization.State)
 	assert.Equal(t, "manual", *a.Authorization.Basis)
-	for step, body := range map[string]any{"acknowledge": nil, "resolve": map[string]any{"resolution": "removed"}, "assign": map[string]any{"assignee": me.PrincipalID}} {
-		assert.Equal(t, 409, w.analyst.Do("POST", "/api/v1/alerts/"+alert.ID+"/"+step, body).Status, "a resolved alert cannot be %s", step)
+	for step, tc := range map[string]struct {
+		body   any
+		detail string
+	}{
+		"acknowledge": {nil, "a resolved alert cannot be acknowledged"},
+		"resolve":     {map[string]any{"resolution": "removed"}, "a resolved alert cannot be resolved again"},
+		"assign":      {map[string]any{"assignee": me.PrincipalID}, "a resolved alert cannot be assigned"},
+	} {
+		assert.Equal(t, tc.detail, w.analyst.Do("POST", "/api/v1/alerts/"+alert.ID+"/"+step, tc.body).Problem(t, 409).Detail, step)
 	}
 
 	// Seen again after authorization: no new alert.

@@ -924,7 +924,7 @@ type AllowlistRule struct {
 	Description *string           `json:"description,omitempty"`
 	Type        AllowlistRuleType `json:"type"`
 
-	// Value A MAC (02:00:5e:10:00:01), an OUI prefix (00:1b:63) or a CIDR (192.0.2.0/28).
+	// Value A MAC (02:00:5e:10:00:01), an OUI prefix (00:1b:63) or a CIDR (192.0.2.0/28). Roles that do not see identifiers (auditor) read a MAC by its vendor prefix (02:00:5e:xx:xx:xx) and a CIDR with its host part masked (192.0.2.x/28), and the identifiers in the description masked.
 	Value string `json:"value"`
 }
 
@@ -1191,7 +1191,7 @@ type Command struct {
 	ExpiresAt   time.Time          `json:"expires_at"`
 	Id          openapi_types.UUID `json:"id"`
 
-	// Result The agent's one-line summary of what it did.
+	// Result The agent's one-line summary of what it did; MACs and IP addresses in it are masked for roles that do not see identifiers (auditor).
 	Result *string       `json:"result"`
 	Status CommandStatus `json:"status"`
 	Type   CommandType   `json:"type"`
@@ -1388,7 +1388,7 @@ type ControlStatus struct {
 	// Evaluator What decided, e.g. unauthorized_assets_within_sla, or tenant_admin.
 	Evaluator *string `json:"evaluator"`
 
-	// Justification Why the control is not applicable (only then).
+	// Justification Why the control is not applicable (only then), as the admin wrote it; MACs and IP addresses in it (and in `reason`) are masked for roles that do not see identifiers (auditor).
 	Justification *string `json:"justification"`
 	Reason        *string `json:"reason"`
 
@@ -1433,7 +1433,10 @@ type DeliveryAttempt struct {
 	ErrorClass *DeliveryErrorClass `json:"error_class"`
 	Id         openapi_types.UUID  `json:"id"`
 
-	// ResponseBody At most 4 KiB of what the receiver answered.
+	// Redacted Whether the attempt is shown to a role that does not see identifiers in full (true for roles other than tenant_admin and analyst): the response body is withheld and the MACs and addresses in `error` are masked.
+	Redacted bool `json:"redacted"`
+
+	// ResponseBody At most 4 KiB of what the receiver answered; null when it was empty, and always null when `redacted` is true: what a receiver answers is a third party's text (it may echo the webhook, with the device's MAC and address, or anything of its own).
 	ResponseBody      *string `json:"response_body"`
 	ResponseTruncated bool    `json:"response_truncated"`
 
@@ -1599,7 +1602,9 @@ type DiscoveryAuthorization struct {
 	// Rule What decided: allowed_cidr:<cidr>, active_methods_disabled, method_not_allowed, target_outside_allowed_cidrs.
 	Rule   string             `json:"rule"`
 	SiteId openapi_types.UUID `json:"site_id"`
-	Target string             `json:"target"`
+
+	// Target The address or CIDR asked for; masked (192.0.2.x) in this and in `reason` for roles that do not see identifiers (auditor).
+	Target string `json:"target"`
 }
 
 // DiscoveryAuthorizationList defines model for DiscoveryAuthorizationList.
@@ -2040,7 +2045,9 @@ type TicketLink struct {
 	Id        openapi_types.UUID  `json:"id"`
 	TargetId  *openapi_types.UUID `json:"target_id"`
 	Type      TicketLinkType      `json:"type"`
-	Url       *string             `json:"url"`
+
+	// Url An external link; its IP addresses are masked for roles that do not see identifiers (auditor).
+	Url *string `json:"url"`
 }
 
 // TicketLinkCreate defines model for TicketLinkCreate.
@@ -2350,7 +2357,7 @@ type ListComplianceControlsParams struct {
 
 // UpdateCompliancePolicyParams defines parameters for UpdateCompliancePolicy.
 type UpdateCompliancePolicyParams struct {
-	// IfMatch The `ETag` of the version this change is based on (required; 428 without it).
+	// IfMatch The `ETag` of the version this change is based on, quoted as the read answered it (`"v2"`; required: 428 without it, 400 when it is not an RFC 9110 entity tag such as an unquoted `v2`, 412 when stale).
 	IfMatch *IfMatch `json:"If-Match,omitempty"`
 }
 
@@ -2407,7 +2414,7 @@ type ListDeliveryDestinationsParams struct {
 
 // UpdateDeliveryDestinationParams defines parameters for UpdateDeliveryDestination.
 type UpdateDeliveryDestinationParams struct {
-	// IfMatch The `ETag` of the version this change is based on (required; 428 without it).
+	// IfMatch The `ETag` of the version this change is based on, quoted as the read answered it (`"v2"`; required: 428 without it, 400 when it is not an RFC 9110 entity tag such as an unquoted `v2`, 412 when stale).
 	IfMatch *IfMatch `json:"If-Match,omitempty"`
 }
 
@@ -2451,7 +2458,7 @@ type ListDiscoveryPoliciesParams struct {
 
 // PutDiscoveryPolicyParams defines parameters for PutDiscoveryPolicy.
 type PutDiscoveryPolicyParams struct {
-	// IfMatch The `ETag` of the version this change is based on (required; 428 without it).
+	// IfMatch The `ETag` of the version this change is based on, quoted as the read answered it (`"v2"`; required: 428 without it, 400 when it is not an RFC 9110 entity tag such as an unquoted `v2`, 412 when stale).
 	IfMatch *IfMatch `json:"If-Match,omitempty"`
 }
 
@@ -2514,7 +2521,7 @@ type CreateTicketParams struct {
 
 // UpdateTicketParams defines parameters for UpdateTicket.
 type UpdateTicketParams struct {
-	// IfMatch The `ETag` of the version this change is based on (required; 428 without it).
+	// IfMatch The `ETag` of the version this change is based on, quoted as the read answered it (`"v2"`; required: 428 without it, 400 when it is not an RFC 9110 entity tag such as an unquoted `v2`, 412 when stale).
 	IfMatch *IfMatch `json:"If-Match,omitempty"`
 }
 

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"os/user"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -30,6 +31,7 @@ import (
 	"github.com/edgeward/edgeward/controlplane/internal/deliveries"
 	"github.com/edgeward/edgeward/controlplane/internal/deliveries/webhook"
 	"github.com/edgeward/edgeward/controlplane/internal/httpx"
+	"github.com/edgeward/edgeward/controlplane/internal/problem"
 	"github.com/edgeward/edgeward/controlplane/internal/secrets"
 	"github.com/edgeward/edgeward/controlplane/internal/tenants"
 )
@@ -50,8 +52,8 @@ func commands() []command {
 		{"migrate", "Apply the embedded migrations as the owner role and create the runtime role.", runMigrate},
 		{"bootstrap", "Create a tenant and its first tenant_admin API token (printed once).", runBootstrap},
 		{"tenant", "Manage tenants: tenant create --name NAME | tenant list.", runTenant},
-		{"token", "Issue API tokens: token create --tenant ID --role ROLE --name NAME.", runToken},
-		{"audit", "Check audit trails: audit verify --tenant ID [--expect-head SEQ:HASH].", runAudit},
+		{"token", "Issue API tokens: token create --tenant ID|NAME --role ROLE --name NAME.", runToken},
+		{"audit", "Check audit trails: audit verify [--tenant ID|NAME [--expect-head SEQ:HASH]].", runAudit},
 		{"dev", "Run a local control plane on a private PostgreSQL under ./.edgeward (make demo).", runDev},
 		{"version", "Print the version.", func(_ context.Context, _ []string, out, _ io.Writer) error {
 			_, err := fmt.Fprintln(out, "edgeward-controlplane", Version)
@@ -74,7 +76,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintln(stderr, "\nRun edgeward-controlplane <command> -h for a command's flags.")
 	}
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 2 && args[0] == "help" {
+		args = []string{args[1], "-h"} // help CMD is CMD -h
+	}
+	if len(args) == 0 || isHelp(args[0]) {
 		usage()
 		if len(args) == 0 {
 			return 2
@@ -93,13 +98,13 @@ func Main(args []string, stdout, stderr io.Writer) int {
 			return 0
 		case errors.Is(err, errUsage):
 			if err != errUsage {
-				fmt.Fprintln(stderr, "edgeward-controlplane:", err)
+				fmt.Fprintln(stderr, "edgeward-controlplane:", strings.TrimSuffix(err.Error(), ": "+errUsage.Error()))
 			}
 			return 2
 		case errors.Is(err, errVerifyFailed):
 			return 1
 		}
-		fmt.Fprintln(stderr, "edgeward-controlplane:", err)
+		fmt.Fprintln(stderr, "edgeward-controlplane:", describe(err))
 		return 1
 	}
 	fmt.Fprintf(stderr, "edgeward-controlplane: unknown command %q\n\n", args[0])
@@ -341,9 +346,8 @@ func runBootstrap(ctx context.Context, args []string, out, errOut io.Writer) err
 }
 
 func runTenant(ctx context.Context, args []string, out, errOut io.Writer) error {
-	if len(args) == 0 || (args[0] != "create" && args[0] != "list") {
-		fmt.Fprintln(errOut, "Usage: edgeward-controlplane tenant create --name NAME [--json]\n       edgeward-controlplane tenant list [--json]")
-		return errUsage
+	if err := pickSubcommand(ctx, "tenant", []string{"create", "list"}, args, errOut, runTenant); err != nil {
+		return err
 	}
 	fs := newFlagSet("tenant "+args[0], "Create or list tenants (as the owner role, which sees every tenant).", errOut)
 	var dbf dbFlags
@@ -397,9 +401,8 @@ func runTenant(ctx context.Context, args []string, out, errOut io.Writer) error 
 }
 
 func runToken(ctx context.Context, args []string, out, errOut io.Writer) error {
-	if len(args) == 0 || args[0] != "create" {
-		fmt.Fprintln(errOut, "Usage: edgeward-controlplane token create --tenant ID --role ROLE --name NAME [--expires-in 2160h] [--json]")
-		return errUsage
+	if err := pickSubcommand(ctx, "token", []string{"create"}, args, errOut, runToken); err != nil {
+		return err
 	}
 	fs := newFlagSet("token create", "Issue an API token in a tenant for a new principal. The token is printed once.", errOut)
 	var dbf dbFlags
@@ -407,7 +410,7 @@ func runToken(ctx context.Context, args []string, out, errOut io.Writer) error {
 	var expiresIn time.Duration
 	var asJSON bool
 	dbf.register(fs)
-	fs.StringVar(&tenant, "tenant", "", "tenant id (required)")
+	fs.StringVar(&tenant, "tenant", "", "tenant id or name (required)")
 	fs.StringVar(&role, "role", "", "role: "+strings.Join(caller.Roles, ", ")+" (required)")
 	fs.StringVar(&name, "name", "", "what the token is for (required)")
 	fs.StringVar(&principal, "principal", "", "existing principal id to bind the token to (default: a new principal named after the token)")
@@ -419,10 +422,6 @@ func runToken(ctx context.Context, args []string, out, errOut io.Writer) error {
 	if tenant == "" || role == "" || name == "" {
 		fs.Usage()
 		return fmt.Errorf("token create: --tenant, --role and --name are required: %w", errUsage)
-	}
-	tenantID, err := uuid.Parse(tenant)
-	if err != nil {
-		return fmt.Errorf("token create: --tenant must be a tenant id: %w", err)
 	}
 	now := time.Now()
 	spec := auth.TokenSpec{Name: name, Role: role, ExpiresAt: now.Add(expiresIn)}
@@ -438,21 +437,19 @@ func runToken(ctx context.Context, args []string, out, errOut io.Writer) error {
 		return err
 	}
 	defer pool.Close()
+	t, err := findTenant(ctx, pool, tenant)
+	if err != nil {
+		return fmt.Errorf("token create: %w", err)
+	}
+	tenantID := t.ID
 	var issued auth.IssuedToken
 	ctx = operatorContext(ctx)
 	err = db.InTenant(ctx, pool, tenantID, func(tx pgx.Tx) error {
-		var exists bool
-		if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)", tenantID).Scan(&exists); err != nil {
-			return err
-		}
-		if !exists {
-			return fmt.Errorf("token create: no tenant %s (see: edgeward-controlplane tenant list)", tenantID)
-		}
 		issued, err = auth.IssueToken(ctx, tx, tenantID, spec, now)
 		return err
 	})
 	if err != nil {
-		return err
+		return fmt.Errorf("token create: %w", err)
 	}
 	if asJSON {
 		return writeJSONTo(out, map[string]any{
@@ -468,9 +465,8 @@ func runToken(ctx context.Context, args []string, out, errOut io.Writer) error {
 var errVerifyFailed = errors.New("audit chain broken")
 
 func runAudit(ctx context.Context, args []string, out, errOut io.Writer) error {
-	if len(args) == 0 || args[0] != "verify" {
-		fmt.Fprintln(errOut, "Usage: edgeward-controlplane audit verify [--tenant ID [--expect-head SEQ:HASH]] [--json]")
-		return errUsage
+	if err := pickSubcommand(ctx, "audit", []string{"verify"}, args, errOut, runAudit); err != nil {
+		return err
 	}
 	fs := newFlagSet("audit verify", "Recompute tenants' audit hash chains and name the first broken link.\n"+
 		"Exit status 1 when any chain is broken. Without --tenant every tenant is checked.\n"+
@@ -480,7 +476,7 @@ func runAudit(ctx context.Context, args []string, out, errOut io.Writer) error {
 	var tenant, expectHead string
 	var asJSON bool
 	dbf.register(fs)
-	fs.StringVar(&tenant, "tenant", "", "tenant id (default: every tenant)")
+	fs.StringVar(&tenant, "tenant", "", "tenant id or name (default: every tenant)")
 	fs.StringVar(&expectHead, "expect-head", "", "a head recorded earlier, SEQ:HASH (HASH in hex): the event at SEQ must still exist with HASH (needs --tenant)")
 	fs.BoolVar(&asJSON, "json", false, "print JSON")
 	if err := parseFlags(fs, args[1:]); err != nil {
@@ -506,11 +502,11 @@ func runAudit(ctx context.Context, args []string, out, errOut io.Writer) error {
 	defer pool.Close()
 	var ids []uuid.UUID
 	if tenant != "" {
-		id, err := uuid.Parse(tenant)
+		t, err := findTenant(ctx, pool, tenant)
 		if err != nil {
-			return fmt.Errorf("audit verify: --tenant must be a tenant id: %w", err)
+			return fmt.Errorf("audit verify: %w", err)
 		}
-		ids = append(ids, id)
+		ids = append(ids, t.ID)
 	} else {
 		list, err := tenants.List(ctx, pool)
 		if err != nil {
@@ -580,6 +576,68 @@ func runAudit(ctx context.Context, args []string, out, errOut io.Writer) error {
 		return errVerifyFailed
 	}
 	return nil
+}
+
+// isHelp reports whether arg asks for help.
+func isHelp(arg string) bool {
+	return arg == "-h" || arg == "--help" || arg == "help"
+}
+
+// pickSubcommand checks the subcommand of a command group (tenant create,
+// tenant list). Asked for help (-h, --help, help), it prints the group's
+// usage: every subcommand with its flags, as the subcommand's own flag set
+// prints them (run is the group's command, run with SUB -h), and returns
+// flag.ErrHelp; help SUB prints one. A missing or unknown subcommand prints
+// the same usage and returns errUsage. A known one returns nil.
+func pickSubcommand(ctx context.Context, group string, subs []string, args []string, errOut io.Writer,
+	run func(ctx context.Context, args []string, out, errOut io.Writer) error) error {
+	if len(args) > 0 && slices.Contains(subs, args[0]) {
+		return nil
+	}
+	if len(args) == 2 && args[0] == "help" && slices.Contains(subs, args[1]) {
+		return run(ctx, []string{args[1], "-h"}, io.Discard, errOut)
+	}
+	fmt.Fprintf(errOut, "Usage: edgeward-controlplane %s %s [flags]\n", group, strings.Join(subs, "|"))
+	for _, sub := range subs {
+		fmt.Fprintln(errOut)
+		_ = run(ctx, []string{sub, "-h"}, io.Discard, errOut)
+	}
+	switch {
+	case len(args) > 0 && isHelp(args[0]):
+		return flag.ErrHelp
+	case len(args) > 0:
+		return fmt.Errorf("%s: unknown subcommand %q: %w", group, args[0], errUsage)
+	}
+	return fmt.Errorf("%s: name a subcommand: %s: %w", group, strings.Join(subs, ", "), errUsage)
+}
+
+// findTenant resolves a --tenant value: a tenant's id or its name.
+func findTenant(ctx context.Context, pool *pgxpool.Pool, ref string) (tenants.Tenant, error) {
+	t, err := tenants.Resolve(ctx, pool, ref)
+	if errors.Is(err, tenants.ErrNotFound) {
+		return t, fmt.Errorf("%w (see: edgeward-controlplane tenant list)", err)
+	}
+	return t, err
+}
+
+// describe is an error as an operator reads it. Operator commands share
+// the API's rules, whose problems name each bad field; without those
+// details "422 validation_failed: unknown role" would not say which roles
+// there are.
+func describe(err error) string {
+	msg := err.Error()
+	var p *problem.Problem
+	if !errors.As(err, &p) {
+		return msg
+	}
+	for _, f := range p.Errors {
+		name := strings.TrimPrefix(f.Pointer, "#/")
+		if name == "" {
+			name = f.Parameter
+		}
+		msg += fmt.Sprintf("; %s: %s", name, f.Detail)
+	}
+	return msg
 }
 
 func usageErr(err error) error {

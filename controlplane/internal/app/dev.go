@@ -91,7 +91,8 @@ func runDev(ctx context.Context, args []string, out, errOut io.Writer) error {
 		_ = s.Shutdown(ctx)
 		return fmt.Errorf("dev: %w", err)
 	}
-	env := map[string]string{"URL": s.URL, "TOKEN": token, "CA": s.CAFile, "TENANT_ID": tenantID, "DATABASE_URL": appURL, "ADMIN_DATABASE_URL": ownerURL}
+	env := map[string]string{"URL": s.URL, "TOKEN": token, "CA": s.CAFile, "TENANT_ID": tenantID,
+		envName("database-url"): appURL, envName("admin-database-url"): ownerURL}
 	if err := writeEnvFile(envPath, env); err != nil {
 		_ = s.Shutdown(ctx)
 		return fmt.Errorf("dev: %w", err)
@@ -203,12 +204,18 @@ func devCredentials(ctx context.Context, ownerURL, envPath string) (token, tenan
 }
 
 // writeEnvFile writes KEY=value lines a shell can source. The file holds a
-// token, so only its owner may read it.
+// token, so only its owner may read it. The database URLs go under the
+// names every operator command reads (EDGEWARD_ADMIN_DATABASE_URL, ...)
+// and are exported, so that after sourcing it `edgeward-controlplane
+// tenant list` finds the demo database; the token is not exported.
 func writeEnvFile(path string, env map[string]string) error {
 	var b strings.Builder
 	b.WriteString("# Written by edgeward-controlplane dev. Holds an admin token: keep it private.\n")
-	for _, k := range []string{"URL", "CA", "TOKEN", "TENANT_ID", "DATABASE_URL", "ADMIN_DATABASE_URL"} {
+	for _, k := range []string{"URL", "CA", "TOKEN", "TENANT_ID"} {
 		fmt.Fprintf(&b, "%s=%s\n", k, shellQuote(env[k]))
+	}
+	for _, k := range []string{envName("database-url"), envName("admin-database-url")} {
+		fmt.Fprintf(&b, "export %s=%s\n", k, shellQuote(env[k]))
 	}
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, []byte(b.String()), 0o600); err != nil {
@@ -226,7 +233,7 @@ func readEnvFile(path string) (map[string]string, error) {
 	env := map[string]string{}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), "=")
+		k, v, ok := strings.Cut(strings.TrimPrefix(sc.Text(), "export "), "=")
 		if !ok || strings.HasPrefix(k, "#") {
 			continue
 		}

@@ -368,7 +368,7 @@ func waitForEnv(t *testing.T, p *process, path string, round int) map[string]str
 			vars := map[string]string{}
 			sc := bufio.NewScanner(f)
 			for sc.Scan() {
-				if k, v, ok := strings.Cut(sc.Text(), "="); ok && !strings.HasPrefix(k, "#") {
+				if k, v, ok := strings.Cut(strings.TrimPrefix(sc.Text(), "export "), "="); ok && !strings.HasPrefix(k, "#") {
 					vars[k] = strings.Trim(v, "'")
 				}
 			}

@@ -88,20 +88,34 @@ func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
 type dbFlags struct {
 	url      string
 	adminURL string
+	fs       *flag.FlagSet
 }
 
 func (d *dbFlags) register(fs *flag.FlagSet) {
+	d.fs = fs
 	fs.StringVar(&d.url, "database-url", "", "PostgreSQL URL the server connects with, as the runtime role edgeward_app")
 	fs.StringVar(&d.adminURL, "admin-database-url", "", "PostgreSQL URL of the owner role, for migrations and operator commands (default: --database-url)")
 }
 
-// admin is the URL operator commands use.
+// admin is the URL every operator command uses: --admin-database-url,
+// else --database-url, else their variables in the same order. A flag
+// on the command line wins over both variables, as every flag wins over
+// the environment.
 func (d *dbFlags) admin() (string, error) {
-	if d.adminURL != "" {
-		return d.adminURL, nil
+	onCommandLine := map[string]bool{}
+	if d.fs != nil {
+		d.fs.Visit(func(f *flag.Flag) { onCommandLine[f.Name] = true })
 	}
-	if d.url != "" {
+	switch {
+	case onCommandLine["admin-database-url"] && d.adminURL != "":
+		return d.adminURL, nil
+	case onCommandLine["database-url"] && d.url != "":
+		return d.url, nil
+	case d.adminURL != "":
+		return d.adminURL, nil
+	case d.url != "":
 		return d.url, nil
 	}
-	return "", fmt.Errorf("no database: set --admin-database-url (%s) or --database-url (%s)", envName("admin-database-url"), envName("database-url"))
+	return "", fmt.Errorf("no database: set --admin-database-url (%s) or --database-url (%s); after `make demo`, `. .edgeward/demo.env` sets them",
+		envName("admin-database-url"), envName("database-url"))
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/edgeward/edgeward/controlplane/internal/etag"
 	"github.com/edgeward/edgeward/controlplane/internal/page"
 	"github.com/edgeward/edgeward/controlplane/internal/problem"
+	"github.com/edgeward/edgeward/controlplane/internal/redact"
 )
 
 // API serves the compliance operations of specs/openapi.yaml.
@@ -66,8 +67,12 @@ func (a *API) ListComplianceControls(ctx context.Context, req api.ListCompliance
 		f.AfterFramework, f.AfterSort = cur.F, cur.S
 	}
 	var list []Control
-	if err := caller.InTenant(ctx, a.Pool, func(_ caller.Caller, tx pgx.Tx) (err error) {
-		list, err = Controls(ctx, tx, f)
+	var red *redact.Redactor
+	if err := caller.InTenant(ctx, a.Pool, func(c caller.Caller, tx pgx.Tx) (err error) {
+		if list, err = Controls(ctx, tx, f); err != nil {
+			return err
+		}
+		red, err = redact.ForReader(ctx, tx, c.TenantID, c.Role)
 		return err
 	}); err != nil {
 		return nil, err
@@ -75,7 +80,7 @@ func (a *API) ListComplianceControls(ctx context.Context, req api.ListCompliance
 	list, more := page.Trim(list, f.Limit)
 	out := api.ListComplianceControls200JSONResponse{Items: make([]api.ComplianceControl, 0, len(list))}
 	for _, c := range list {
-		out.Items = append(out.Items, c.toAPI())
+		out.Items = append(out.Items, c.toAPI(red))
 	}
 	if more {
 		last := list[len(list)-1]
@@ -87,8 +92,16 @@ func (a *API) ListComplianceControls(ctx context.Context, req api.ListCompliance
 // GetComplianceControl implements GET /api/v1/compliance/controls/{control_id}.
 func (a *API) GetComplianceControl(ctx context.Context, req api.GetComplianceControlRequestObject) (api.GetComplianceControlResponseObject, error) {
 	var d api.ComplianceControlDetail
-	if err := caller.InTenant(ctx, a.Pool, func(_ caller.Caller, tx pgx.Tx) (err error) {
-		d, err = detail(ctx, tx, req.ControlId)
+	if err := caller.InTenant(ctx, a.Pool, func(c caller.Caller, tx pgx.Tx) (err error) {
+		red, err := redact.ForReader(ctx, tx, c.TenantID, c.Role)
+		if err != nil {
+			return err
+		}
+		id, err := ResolveControl(ctx, tx, req.ControlId)
+		if err != nil {
+			return err
+		}
+		d, err = detail(ctx, tx, id, red)
 		return err
 	}); err != nil {
 		return nil, err
@@ -100,10 +113,14 @@ func (a *API) GetComplianceControl(ctx context.Context, req api.GetComplianceCon
 func (a *API) MarkControlNotApplicable(ctx context.Context, req api.MarkControlNotApplicableRequestObject) (api.MarkControlNotApplicableResponseObject, error) {
 	var d api.ComplianceControlDetail
 	if err := caller.InTenant(ctx, a.Pool, func(c caller.Caller, tx pgx.Tx) (err error) {
-		if err = MarkNotApplicable(ctx, tx, c.TenantID, req.ControlId, req.Body.Justification); err != nil {
+		id, err := ResolveControl(ctx, tx, req.ControlId)
+		if err != nil {
 			return err
 		}
-		d, err = detail(ctx, tx, req.ControlId)
+		if err = MarkNotApplicable(ctx, tx, c.TenantID, id, req.Body.Justification); err != nil {
+			return err
+		}
+		d, err = detail(ctx, tx, id, nil)
 		return err
 	}); err != nil {
 		return nil, err
@@ -115,15 +132,19 @@ func (a *API) MarkControlNotApplicable(ctx context.Context, req api.MarkControlN
 func (a *API) ClearControlNotApplicable(ctx context.Context, req api.ClearControlNotApplicableRequestObject) (api.ClearControlNotApplicableResponseObject, error) {
 	var d api.ComplianceControlDetail
 	if err := caller.InTenant(ctx, a.Pool, func(c caller.Caller, tx pgx.Tx) (err error) {
-		if err = ClearNotApplicable(ctx, tx, c.TenantID, req.ControlId); err != nil {
+		id, err := ResolveControl(ctx, tx, req.ControlId)
+		if err != nil {
 			return err
 		}
-		if slices.Contains(EvaluatedControls(), req.ControlId) {
+		if err = ClearNotApplicable(ctx, tx, c.TenantID, id); err != nil {
+			return err
+		}
+		if slices.Contains(EvaluatedControls(), id) {
 			if err = a.Runner.Queue(ctx, tx, c.TenantID); err != nil {
 				return err
 			}
 		}
-		d, err = detail(ctx, tx, req.ControlId)
+		d, err = detail(ctx, tx, id, nil)
 		return err
 	}); err != nil {
 		return nil, err
@@ -132,8 +153,8 @@ func (a *API) ClearControlNotApplicable(ctx context.Context, req api.ClearContro
 }
 
 // detail assembles a control's definition, status, evidence references and
-// mappings.
-func detail(ctx context.Context, tx pgx.Tx, id string) (api.ComplianceControlDetail, error) {
+// mappings, as red (nil for roles that see identifiers) shows them.
+func detail(ctx context.Context, tx pgx.Tx, id string, red *redact.Redactor) (api.ComplianceControlDetail, error) {
 	c, err := GetControl(ctx, tx, id)
 	if err != nil {
 		return api.ComplianceControlDetail{}, err
@@ -146,7 +167,7 @@ func detail(ctx context.Context, tx pgx.Tx, id string) (api.ComplianceControlDet
 	if err != nil {
 		return api.ComplianceControlDetail{}, err
 	}
-	out := api.ComplianceControlDetail{Control: c.toAPI(), EvaluatedByEdgeward: slices.Contains(EvaluatedControls(), id),
+	out := api.ComplianceControlDetail{Control: c.toAPI(red), EvaluatedByEdgeward: slices.Contains(EvaluatedControls(), id),
 		Evidence: make([]api.ControlEvidenceRef, 0, len(refs)), Mappings: make([]api.ControlMapping, 0, len(maps))}
 	for _, r := range refs {
 		out.Evidence = append(out.Evidence, api.ControlEvidenceRef{EvidenceId: r.ID, Role: api.ControlEvidenceRefRole(r.Role),
@@ -159,7 +180,10 @@ func detail(ctx context.Context, tx pgx.Tx, id string) (api.ComplianceControlDet
 	return out, nil
 }
 
-func (c Control) toAPI() api.ComplianceControl {
+// toAPI is the REST form of a control. With a Redactor (a reader who does
+// not see identifiers) the MACs and addresses in its status's text are
+// masked: a justification is an admin's free text.
+func (c Control) toAPI(red *redact.Redactor) api.ComplianceControl {
 	out := api.ComplianceControl{Id: c.ID, FrameworkId: c.Framework, Key: c.Key, Label: c.Label, Title: c.Title, Family: c.Family,
 		FamilyTitle: c.FamilyTitle, ParentId: c.ParentID, Withdrawn: c.Withdrawn, Baselines: c.Baselines,
 		Status: api.ControlStatus{Status: api.ControlStatusValue(c.Status.Status), Evaluator: c.Status.Evaluator,
@@ -171,6 +195,14 @@ func (c Control) toAPI() api.ComplianceControl {
 	if c.URL != "" {
 		u := c.URL
 		out.Url = &u
+	}
+	if red != nil {
+		for _, text := range []**string{&out.Status.Reason, &out.Status.Justification} {
+			if *text != nil {
+				masked := red.Text(**text)
+				*text = &masked
+			}
+		}
 	}
 	return out
 }

@@ -137,7 +137,49 @@ func TestCatalogReads(t *testing.T) {
 	assert.Contains(t, d.Control.Baselines, "moderate")
 
 	auditor.Do(http.MethodGet, "/api/v1/compliance/controls/nist-800-53-r5:zz-99", nil).Problem(t, http.StatusNotFound)
-	auditor.Do(http.MethodGet, "/api/v1/compliance/controls/NOT%20AN%20ID", nil).Problem(t, http.StatusBadRequest)
+	p := auditor.Do(http.MethodGet, "/api/v1/compliance/controls/NOT%20AN%20ID", nil).Problem(t, http.StatusNotFound)
+	assert.Contains(t, p.Detail, "framework:control")
+}
+
+// TestControlsByTheirNaturalNames: a control is found as people write it
+// (IA-3, CM-8(3), NIST-800-53-R5:IA-3), not only by its id; one that is
+// not there says how to name it, never with a regular expression.
+func TestControlsByTheirNaturalNames(t *testing.T) {
+	env := apitest.Start(t)
+	admin := env.Client(t, env.AdminToken)
+	for ref, id := range map[string]string{
+		"IA-3":                       "nist-800-53-r5:ia-3",
+		"ia-3":                       "nist-800-53-r5:ia-3",
+		"nist-800-53-r5:IA-3":        "nist-800-53-r5:ia-3",
+		"NIST-800-53-R5:ia-3":        "nist-800-53-r5:ia-3",
+		"CM-8(3)":                    "nist-800-53-r5:cm-8.3",
+		"nist-800-53-r5:CM-8(3)":     "nist-800-53-r5:cm-8.3",
+		"nist-800-53-r5:cm-8.3":      "nist-800-53-r5:cm-8.3",
+		"1.2":                        "cis-v8:1.2",
+		"CIS-V8:1.2":                 "cis-v8:1.2",
+		"A.5.1":                      "iso27001-2022:a.5.1",
+		"nist-800-53-r5:CM-8%283%29": "nist-800-53-r5:cm-8.3",
+	} {
+		assert.Equal(t, id, getDetail(t, admin, ref).Control.ID, ref)
+	}
+	for _, ref := range []string{"IA-99", "nist-800-53-r5:ia-99", "nist:ia-3", "x"} {
+		p := admin.Do(http.MethodGet, "/api/v1/compliance/controls/"+ref, nil).Problem(t, http.StatusNotFound)
+		assert.Equal(t, "not_found", p.Code, ref)
+		assert.Contains(t, p.Detail, "name a control as framework:control, such as nist-800-53-r5:ia-3", ref)
+		assert.NotContains(t, p.Detail, "regular expression", ref)
+	}
+
+	// The marks take the same names.
+	r := admin.Do(http.MethodPost, "/api/v1/compliance/controls/IA-3/not-applicable", map[string]any{"justification": "no endpoints here"})
+	require.Equal(t, http.StatusOK, r.Status, "%s", r.Body)
+	var d detail
+	r.JSON(t, &d)
+	assert.Equal(t, "nist-800-53-r5:ia-3", d.Control.ID)
+	assert.Equal(t, "not_applicable", getDetail(t, admin, "nist-800-53-r5:ia-3").Control.Status.Status)
+	r = admin.Do(http.MethodDelete, "/api/v1/compliance/controls/Nist-800-53-R5:IA-3/not-applicable", nil)
+	require.Equal(t, http.StatusOK, r.Status, "%s", r.Body)
+	r = admin.Do(http.MethodGet, "/api/v1/audit/events?target_type=control", nil)
+	assert.Contains(t, string(r.Body), `"id":"nist-800-53-r5:ia-3"`, "audited under the control's id")
 }
 
 // newAlert inserts an open unauthorized-device alert first seen `age` ago,

@@ -13,6 +13,7 @@ import (
 
 	"github.com/edgeward/edgeward/controlplane/internal/audit"
 	"github.com/edgeward/edgeward/controlplane/internal/problem"
+	"github.com/edgeward/edgeward/controlplane/internal/redact"
 )
 
 // Framework is a catalog framework with its control count.
@@ -123,6 +124,51 @@ func escapeLike(s string) string {
 	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(s)
 }
 
+// ResolveControl turns a control as people write it into its id: the id
+// itself in any case (NIST-800-53-R5:IA-3), an enhancement in parentheses
+// (nist-800-53-r5:cm-8(3) for nist-800-53-r5:cm-8.3), or the control
+// alone (IA-3, CM-8(3), 1.2) when exactly one framework has it.
+func ResolveControl(ctx context.Context, tx pgx.Tx, ref string) (string, error) {
+	norm := normalizeControl(ref)
+	q := `SELECT id FROM compliance_controls WHERE id = $1`
+	if !strings.Contains(norm, ":") {
+		q = `SELECT id FROM compliance_controls WHERE lower(key) = $1 ORDER BY id LIMIT 10`
+	}
+	rows, err := tx.Query(ctx, q, norm)
+	if err != nil {
+		return "", fmt.Errorf("resolve control: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return "", fmt.Errorf("resolve control: %w", err)
+	}
+	return pickControl(ref, ids)
+}
+
+// normalizeControl writes a control reference the way ids are written:
+// lower case, no spaces, enhancements after a dot.
+func normalizeControl(ref string) string {
+	return strings.NewReplacer(" ", "", "(", ".", ")", "").Replace(strings.ToLower(strings.TrimSpace(ref)))
+}
+
+// controlForm says how to name a control, for the errors that need it.
+const controlForm = "name a control as framework:control, such as nist-800-53-r5:ia-3, nist-800-53-r5:cm-8.3 or cis-v8:1.2, " +
+	"or by the control alone when one framework has it (IA-3); GET /api/v1/compliance/controls?q= finds them"
+
+// pickControl is the id that ref resolved to among ids.
+func pickControl(ref string, ids []string) (string, error) {
+	switch len(ids) {
+	case 1:
+		return ids[0], nil
+	case 0:
+		return "", problem.Newf(http.StatusNotFound, problem.CodeNotFound, "no control %q: %s", ref, controlForm)
+	}
+	p := problem.Newf(http.StatusBadRequest, problem.CodeInvalidParameter, "%q names a control in several frameworks (%s): %s",
+		ref, strings.Join(ids, ", "), controlForm)
+	p.Errors = []problem.Field{{Parameter: "control_id", Detail: "one of " + strings.Join(ids, ", ")}}
+	return "", p
+}
+
 // GetControl reads one control with the tenant's status.
 func GetControl(ctx context.Context, tx pgx.Tx, id string) (Control, error) {
 	c, err := scanControl(tx.QueryRow(ctx, `SELECT `+controlColumns+controlFrom+` WHERE c.id = $1`, id))
@@ -210,7 +256,7 @@ func MarkNotApplicable(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, id, j
 		return err
 	}
 	return audit.Record(ctx, tx, tenantID, audit.Entry{Action: "compliance.control_not_applicable", TargetType: "control", TargetID: id,
-		Details: map[string]any{"justification": justification, "previous_status": c.Status.Status}})
+		Details: map[string]any{"justification": redact.Masked(justification), "previous_status": c.Status.Status}})
 }
 
 // ClearNotApplicable makes a control applicable again: unknown until its

@@ -15,6 +15,7 @@ import (
 	"github.com/edgeward/edgeward/controlplane/internal/etag"
 	"github.com/edgeward/edgeward/controlplane/internal/page"
 	"github.com/edgeward/edgeward/controlplane/internal/problem"
+	"github.com/edgeward/edgeward/controlplane/internal/redact"
 )
 
 // API serves the delivery operations of specs/openapi.yaml.
@@ -214,8 +215,12 @@ func (a *API) ListDeliveryAttempts(ctx context.Context, req api.ListDeliveryAtte
 		return nil, page.InvalidCursor()
 	}
 	var list []Attempt
-	if err := caller.InTenant(ctx, a.S.cfg.Pool, func(_ caller.Caller, tx pgx.Tx) (err error) {
-		list, err = Attempts(ctx, tx, req.DeliveryId, cur.N, limit)
+	var red *redact.Redactor
+	if err := caller.InTenant(ctx, a.S.cfg.Pool, func(c caller.Caller, tx pgx.Tx) (err error) {
+		if list, err = Attempts(ctx, tx, req.DeliveryId, cur.N, limit); err != nil {
+			return err
+		}
+		red, err = redact.ForReader(ctx, tx, c.TenantID, c.Role)
 		return err
 	}); err != nil {
 		return nil, err
@@ -223,7 +228,7 @@ func (a *API) ListDeliveryAttempts(ctx context.Context, req api.ListDeliveryAtte
 	list, more := page.Trim(list, limit)
 	out := api.ListDeliveryAttempts200JSONResponse{Items: make([]api.DeliveryAttempt, 0, len(list))}
 	for _, at := range list {
-		out.Items = append(out.Items, at.toAPI())
+		out.Items = append(out.Items, at.toAPI(red))
 	}
 	if more {
 		out.NextCursor = page.Encode(ctx, attemptCursor{N: list[len(list)-1].Number})
@@ -307,11 +312,26 @@ func (d Delivery) toAPI() api.Delivery {
 	return out
 }
 
-func (a Attempt) toAPI() api.DeliveryAttempt {
+// toAPI is an attempt as a reader sees it. With a Redactor (a reader who
+// does not see identifiers) the response body is withheld, not masked: it
+// is a third party's text, which may echo the webhook (the alert's title
+// names the device) or hold anything of the receiver's own (host names,
+// user names, its tokens) that masking MACs and addresses would not catch,
+// and an auditor needs the outcome (status, error class, timing), not the
+// body. The error is this code's own description of the failure; its
+// addresses are masked.
+func (a Attempt) toAPI(red *redact.Redactor) api.DeliveryAttempt {
 	out := api.DeliveryAttempt{
 		Id: a.ID, DeliveryId: a.DeliveryID, Attempt: a.Number, Trigger: api.DeliveryAttemptTrigger(a.Trigger),
 		StartedAt: a.StartedAt.UTC(), EndedAt: a.EndedAt.UTC(), DurationMs: a.DurationMS, StatusCode: a.StatusCode,
 		Error: a.Error, ResponseBody: a.ResponseBody, ResponseTruncated: a.ResponseTruncated, RetryAfterSeconds: a.RetryAfterSeconds,
+	}
+	if red != nil {
+		out.Redacted, out.ResponseBody = true, nil
+		if a.Error != nil {
+			e := red.Text(*a.Error)
+			out.Error = &e
+		}
 	}
 	if a.ErrorClass != nil {
 		c := api.DeliveryErrorClass(*a.ErrorClass)

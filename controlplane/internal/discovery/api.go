@@ -24,6 +24,7 @@ import (
 	"github.com/edgeward/edgeward/controlplane/internal/etag"
 	"github.com/edgeward/edgeward/controlplane/internal/page"
 	"github.com/edgeward/edgeward/controlplane/internal/problem"
+	"github.com/edgeward/edgeward/controlplane/internal/redact"
 )
 
 // API serves the discovery operations of specs/openapi.yaml.
@@ -208,7 +209,12 @@ func (a *API) UpdateSite(ctx context.Context, req api.UpdateSiteRequestObject) (
 
 // --- policies ---
 
-func (p Policy) toAPI() api.DiscoveryPolicy {
+// toAPI is the REST form of a policy. With a Redactor (a reader who does
+// not see identifiers) its allowlist names devices the way assets do: a
+// MAC by its vendor prefix, an address range with its host part masked,
+// and the identifiers in descriptions masked. The allowed CIDRs are the
+// scope of discovery, not devices, and are shown as they are.
+func (p Policy) toAPI(red *redact.Redactor) api.DiscoveryPolicy {
 	out := api.DiscoveryPolicy{
 		SiteId: p.SiteID, SiteName: p.SiteName, Version: p.Version, ObservationRetentionDays: p.RetentionDays, UpdatedAt: p.UpdatedAt,
 		AllowedCidrs: make([]string, 0, len(p.CIDRs)), AllowedMethods: make([]api.DiscoveryMethod, 0, len(p.Methods)),
@@ -225,6 +231,19 @@ func (p Policy) toAPI() api.DiscoveryPolicy {
 		if r.Description != "" {
 			d := r.Description
 			rule.Description = &d
+		}
+		if red != nil {
+			rule.Value = red.Text(r.Value)
+			switch r.Type {
+			case "mac":
+				rule.Value = red.MAC(r.Value)
+			case "cidr":
+				rule.Value = red.IP(r.Value)
+			}
+			if rule.Description != nil {
+				d := red.Text(*rule.Description)
+				rule.Description = &d
+			}
 		}
 		out.Allowlist = append(out.Allowlist, rule)
 	}
@@ -248,6 +267,7 @@ func (a *API) ListDiscoveryPolicies(ctx context.Context, req api.ListDiscoveryPo
 		return nil, err
 	}
 	var list []Policy
+	var red *redact.Redactor
 	err = db.InTenant(ctx, a.Pool, c.TenantID, func(tx pgx.Tx) error {
 		q := `SELECT ` + policyColumns + policyFrom
 		args := []any{limit + 1}
@@ -259,7 +279,10 @@ func (a *API) ListDiscoveryPolicies(ctx context.Context, req api.ListDiscoveryPo
 		if err != nil {
 			return err
 		}
-		list, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Policy, error) { return scanPolicy(r) })
+		if list, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Policy, error) { return scanPolicy(r) }); err != nil {
+			return err
+		}
+		red, err = redact.ForReader(ctx, tx, c.TenantID, c.Role)
 		return err
 	})
 	if err != nil {
@@ -268,7 +291,7 @@ func (a *API) ListDiscoveryPolicies(ctx context.Context, req api.ListDiscoveryPo
 	list, more := page.Trim(list, limit)
 	out := api.ListDiscoveryPolicies200JSONResponse{Items: make([]api.DiscoveryPolicy, 0, len(list))}
 	for _, p := range list {
-		out.Items = append(out.Items, p.toAPI())
+		out.Items = append(out.Items, p.toAPI(red))
 	}
 	if more {
 		last := list[len(list)-1]
@@ -284,14 +307,18 @@ func (a *API) GetDiscoveryPolicy(ctx context.Context, req api.GetDiscoveryPolicy
 		return nil, err
 	}
 	var p Policy
+	var red *redact.Redactor
 	if err := db.InTenant(ctx, a.Pool, c.TenantID, func(tx pgx.Tx) error {
-		p, err = LoadPolicy(ctx, tx, req.SiteId)
+		if p, err = LoadPolicy(ctx, tx, req.SiteId); err != nil {
+			return err
+		}
+		red, err = redact.ForReader(ctx, tx, c.TenantID, c.Role)
 		return err
 	}); err != nil {
 		return nil, err
 	}
 	tag := etag.Of(p.Version)
-	return api.GetDiscoveryPolicy200JSONResponse{Body: p.toAPI(), Headers: api.GetDiscoveryPolicy200ResponseHeaders{ETag: &tag}}, nil
+	return api.GetDiscoveryPolicy200JSONResponse{Body: p.toAPI(red), Headers: api.GetDiscoveryPolicy200ResponseHeaders{ETag: &tag}}, nil
 }
 
 // validatePolicy turns the request into a policy, naming each bad field.
@@ -409,13 +436,13 @@ func (a *API) PutDiscoveryPolicy(ctx context.Context, req api.PutDiscoveryPolicy
 			return err
 		}
 		return audit.Record(ctx, tx, c.TenantID, audit.Entry{Action: "discovery_policy.updated", TargetType: "site", TargetID: req.SiteId.String(),
-			Details: map[string]any{"version": p.Version, "allowed_cidrs": p.toAPI().AllowedCidrs, "allowed_methods": p.Methods, "allowlist_rules": len(p.Allowlist)}})
+			Details: map[string]any{"version": p.Version, "allowed_cidrs": p.toAPI(nil).AllowedCidrs, "allowed_methods": p.Methods, "allowlist_rules": len(p.Allowlist)}})
 	})
 	if err != nil {
 		return nil, err
 	}
 	tag := etag.Of(p.Version)
-	return api.PutDiscoveryPolicy200JSONResponse{Body: p.toAPI(), Headers: api.PutDiscoveryPolicy200ResponseHeaders{ETag: &tag}}, nil
+	return api.PutDiscoveryPolicy200JSONResponse{Body: p.toAPI(nil), Headers: api.PutDiscoveryPolicy200ResponseHeaders{ETag: &tag}}, nil
 }
 
 // --- authorization decisions ---
@@ -457,10 +484,17 @@ type authorization struct {
 	DecidedAt     time.Time
 }
 
-func (x authorization) toAPI() api.DiscoveryAuthorization {
-	return api.DiscoveryAuthorization{Id: x.ID, SiteId: x.SiteID, Method: api.DiscoveryMethod(x.Method), Target: x.Target,
+// toAPI is the REST form of a decision. With a Redactor (a reader who does
+// not see identifiers) the target, and the reason that may quote it, have
+// their addresses masked.
+func (x authorization) toAPI(red *redact.Redactor) api.DiscoveryAuthorization {
+	out := api.DiscoveryAuthorization{Id: x.ID, SiteId: x.SiteID, Method: api.DiscoveryMethod(x.Method), Target: x.Target,
 		Decision: api.AuthorizationOutcome(x.Decision), Rule: x.Rule, Reason: x.Reason, PolicyVersion: x.PolicyVersion,
 		PrincipalId: x.PrincipalID, DecidedAt: x.DecidedAt.UTC()}
+	if red != nil {
+		out.Target, out.Reason = red.Text(x.Target), red.Text(x.Reason)
+	}
+	return out
 }
 
 // RequestDiscoveryAuthorization implements POST /api/v1/discovery/authorizations.
@@ -494,12 +528,13 @@ func (a *API) RequestDiscoveryAuthorization(ctx context.Context, req api.Request
 			outcome = audit.OutcomeDenied
 		}
 		return audit.Record(ctx, tx, c.TenantID, audit.Entry{Action: "discovery.authorization_decided", TargetType: "site", TargetID: x.SiteID.String(),
-			Outcome: outcome, Details: map[string]any{"decision_id": x.ID.String(), "method": x.Method, "target": x.Target, "decision": x.Decision, "rule": x.Rule}})
+			Outcome: outcome, Details: map[string]any{"decision_id": x.ID.String(), "method": x.Method, "target": redact.Masked(x.Target), "decision": x.Decision, "rule": x.Rule}})
 	})
 	if err != nil {
 		return nil, err
 	}
-	return api.RequestDiscoveryAuthorization201JSONResponse(x.toAPI()), nil
+	// The caller sent the target: it gets its own decision unmasked.
+	return api.RequestDiscoveryAuthorization201JSONResponse(x.toAPI(nil)), nil
 }
 
 type idCursor struct {
@@ -527,6 +562,7 @@ func (a *API) ListDiscoveryAuthorizations(ctx context.Context, req api.ListDisco
 	}
 	q += " ORDER BY id DESC LIMIT " + arg(limit+1)
 	var list []authorization
+	var red *redact.Redactor
 	err = db.InTenant(ctx, a.Pool, c.TenantID, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, q, args...)
 		if err != nil {
@@ -536,6 +572,10 @@ func (a *API) ListDiscoveryAuthorizations(ctx context.Context, req api.ListDisco
 			var x authorization
 			return x, r.Scan(&x.ID, &x.SiteID, &x.Method, &x.Target, &x.Decision, &x.Rule, &x.Reason, &x.PolicyVersion, &x.PrincipalID, &x.DecidedAt)
 		})
+		if err != nil {
+			return err
+		}
+		red, err = redact.ForReader(ctx, tx, c.TenantID, c.Role)
 		return err
 	})
 	if err != nil {
@@ -544,7 +584,7 @@ func (a *API) ListDiscoveryAuthorizations(ctx context.Context, req api.ListDisco
 	list, more := page.Trim(list, limit)
 	out := api.ListDiscoveryAuthorizations200JSONResponse{Items: make([]api.DiscoveryAuthorization, 0, len(list))}
 	for _, x := range list {
-		out.Items = append(out.Items, x.toAPI())
+		out.Items = append(out.Items, x.toAPI(red))
 	}
 	if more {
 		out.NextCursor = page.Encode(ctx, idCursor{ID: list[len(list)-1].ID})

@@ -68,6 +68,11 @@ func TestSitesAndPolicies(t *testing.T) {
 	assert.Equal(t, "conflict", admin.Do("POST", "/api/v1/sites", map[string]any{"name": "berlin OFFICE"}).Problem(t, 409).Code)
 	assert.Equal(t, "#/name", admin.Do("POST", "/api/v1/sites", map[string]any{"name": "   "}).Problem(t, 422).Errors[0].Pointer)
 	assert.Equal(t, "#/name", admin.Do("PATCH", "/api/v1/sites/"+site, map[string]any{"name": " "}).Problem(t, 422).Errors[0].Pointer)
+	// An empty patch says what to send, not "there must be at least 1 properties".
+	empty := admin.Do("PATCH", "/api/v1/sites/"+site, map[string]any{}).Problem(t, 422)
+	require.Len(t, empty.Errors, 1)
+	assert.Equal(t, "#", empty.Errors[0].Pointer)
+	assert.Equal(t, "send at least one field to change: description, name", empty.Errors[0].Detail)
 	r := admin.Do("PATCH", "/api/v1/sites/"+site, map[string]any{"name": "Berlin HQ"})
 	require.Equal(t, http.StatusOK, r.Status)
 	assert.Contains(t, string(r.Body), `"name":"Berlin HQ"`)

@@ -15,12 +15,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"mime"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"regexp"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -413,7 +415,7 @@ func validationProblem(err error) *problem.Problem {
 func paramDetail(e *openapi3filter.RequestError) string {
 	var schemaErr *openapi3.SchemaError
 	if errors.As(e.Err, &schemaErr) {
-		return friendlyReason(schemaErr.Reason)
+		return friendlyReason(schemaErr.Reason, schemaErr.Schema)
 	}
 	if e.Err != nil {
 		return e.Err.Error()
@@ -438,17 +440,21 @@ func schemaField(e *openapi3.SchemaError) problem.Field {
 	for _, s := range path {
 		b.WriteString("/" + jsoncheck.EscapePointer(s))
 	}
-	return problem.Field{Pointer: b.String(), Detail: friendlyReason(reason)}
+	return problem.Field{Pointer: b.String(), Detail: friendlyReason(reason, e.Schema)}
 }
 
 // friendlyReason replaces kin-openapi's format errors, which quote whole
-// regular expressions, with what the client has to send.
-func friendlyReason(reason string) string {
+// regular expressions, with what the client has to send. schema is the
+// one that failed (nil when unknown).
+func friendlyReason(reason string, schema *openapi3.Schema) string {
 	switch {
 	case strings.Contains(reason, `format "uuid"`):
 		return "must be a UUID"
 	case strings.Contains(reason, `format "date-time"`):
 		return "must be an RFC 3339 date-time, such as 2026-01-02T15:04:05Z"
+	case strings.HasPrefix(reason, "there must be at least") && schema != nil && len(schema.Properties) > 0:
+		// minProperties: 1 is how the spec says a PATCH must change something.
+		return "send at least one field to change: " + strings.Join(slices.Sorted(maps.Keys(schema.Properties)), ", ")
 	}
 	return reason
 }

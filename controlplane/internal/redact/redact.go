@@ -127,6 +127,16 @@ func (r Redactor) Text(s string) string {
 	return r.maskMACs(b.String())
 }
 
+// Masked is s with its MACs and IP addresses masked as Text masks them,
+// for every reader alike. It is for records that cannot be redacted per
+// reader: audit events, whose hash chain anyone reading them must be able
+// to recompute, so the free text they keep (a revocation reason, a
+// justification, a ticket's title) is masked before it is stored. Masking
+// needs no key.
+func Masked(s string) string {
+	return Redactor{}.Text(s)
+}
+
 // maskMACs masks every MAC in s that stands on its own (not inside a
 // longer word such as a hash).
 func (r Redactor) maskMACs(s string) string {

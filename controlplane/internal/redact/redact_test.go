@@ -83,3 +83,10 @@ func TestDetailsAndContent(t *testing.T) {
 	assert.Equal(t, "[redacted]", c["note"])
 	assert.Equal(t, map[string]any{"address": "198.51.100.x", "macs": "[redacted]"}, c["nested"])
 }
+
+// TestMaskedNeedsNoKey: Masked is Text for records every reader reads
+// alike, such as audit events.
+func TestMaskedNeedsNoKey(t *testing.T) {
+	assert.Equal(t, "moved next to 02:de:ad:xx:xx:xx at 198.51.100.x", Masked("moved next to 02:DE:AD:BE:EF:42 at 198.51.100.142"))
+	assert.Equal(t, "the CFO's laptop", Masked("the CFO's laptop"))
+}

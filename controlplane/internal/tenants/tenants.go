@@ -81,6 +81,30 @@ func Find(ctx context.Context, pool *pgxpool.Pool, name string) (Tenant, error) 
 	return t, nil
 }
 
+// ErrNotFound means no tenant has the id or name asked for.
+var ErrNotFound = errors.New("no such tenant")
+
+// Resolve returns the tenant that ref names: its id, or else its name
+// (case-insensitive, as names are unique by lower(name)). Operators know
+// tenants by name; scripts hold ids.
+func Resolve(ctx context.Context, pool *pgxpool.Pool, ref string) (Tenant, error) {
+	var t Tenant
+	q := `SELECT id, name, created_at FROM tenants WHERE lower(name) = lower($1)`
+	arg := any(ref)
+	if id, err := uuid.Parse(ref); err == nil {
+		q, arg = `SELECT id, name, created_at FROM tenants WHERE id = $1`, id
+	}
+	err := pool.QueryRow(ctx, q, arg).Scan(&t.ID, &t.Name, &t.CreatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return t, fmt.Errorf("%w with id or name %q", ErrNotFound, ref)
+	}
+	if err != nil {
+		return t, fmt.Errorf("find tenant %q: %w", ref, err)
+	}
+	t.CreatedAt = t.CreatedAt.UTC()
+	return t, nil
+}
+
 // Bootstrapped is a new tenant with its first administrator token.
 type Bootstrapped struct {
 	Tenant Tenant

@@ -199,7 +199,11 @@ func (a *API) ListTicketLinks(ctx context.Context, req api.ListTicketLinksReques
 		return nil, err
 	}
 	var list []Link
+	var red *redact.Redactor
 	if err := db.InTenant(ctx, a.Pool, c.TenantID, func(tx pgx.Tx) error {
+		if red, err = redact.ForReader(ctx, tx, c.TenantID, c.Role); err != nil {
+			return err
+		}
 		list, err = ListLinks(ctx, tx, req.TicketId)
 		return err
 	}); err != nil {
@@ -207,7 +211,7 @@ func (a *API) ListTicketLinks(ctx context.Context, req api.ListTicketLinksReques
 	}
 	out := api.ListTicketLinks200JSONResponse{Items: make([]api.TicketLink, 0, len(list))}
 	for _, l := range list {
-		out.Items = append(out.Items, l.toAPI())
+		out.Items = append(out.Items, l.toAPI(red))
 	}
 	return out, nil
 }
@@ -227,7 +231,7 @@ func (a *API) AddTicketLink(ctx context.Context, req api.AddTicketLinkRequestObj
 	}); err != nil {
 		return nil, err
 	}
-	return api.AddTicketLink201JSONResponse(l.toAPI()), nil
+	return api.AddTicketLink201JSONResponse(l.toAPI(nil)), nil
 }
 
 // CreateTicketFromAlert implements POST /api/v1/alerts/{alert_id}/tickets.
@@ -290,8 +294,16 @@ func (c Comment) toAPI(red *redact.Redactor) api.TicketComment {
 	return api.TicketComment{Id: c.ID, Body: body, AuthorId: c.AuthorID, AuthorName: c.AuthorName, CreatedAt: c.CreatedAt, Redacted: red != nil}
 }
 
-func (l Link) toAPI() api.TicketLink {
-	return api.TicketLink{Id: l.ID, Type: api.TicketLinkType(l.Type), TargetId: l.TargetID, Url: l.URL, CreatedAt: l.CreatedAt}
+// toAPI is the REST form of a link; red (nil for roles that see
+// identifiers) masks the addresses in an external URL, which may name a
+// device (https://192.0.2.66/status).
+func (l Link) toAPI(red *redact.Redactor) api.TicketLink {
+	out := api.TicketLink{Id: l.ID, Type: api.TicketLinkType(l.Type), TargetId: l.TargetID, Url: l.URL, CreatedAt: l.CreatedAt}
+	if red != nil && l.URL != nil {
+		u := red.Text(*l.URL)
+		out.Url = &u
+	}
+	return out
 }
 
 func deref(s *string) string {

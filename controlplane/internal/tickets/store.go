@@ -23,6 +23,7 @@ import (
 	"github.com/edgeward/edgeward/controlplane/internal/etag"
 	"github.com/edgeward/edgeward/controlplane/internal/outbox"
 	"github.com/edgeward/edgeward/controlplane/internal/problem"
+	"github.com/edgeward/edgeward/controlplane/internal/redact"
 )
 
 // Ticket states.
@@ -272,6 +273,9 @@ func insert(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, spec Spec) (Tick
 // recordCreated audits and announces a new ticket.
 func recordCreated(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, t Ticket, extra map[string]any) error {
 	details := t.facts()
+	// Audit events read alike for every role, so the title (a ticket
+	// opened from an alert names the device) is kept masked there.
+	details["title"] = redact.Masked(t.Title)
 	for k, v := range extra {
 		details[k] = v
 	}
@@ -317,7 +321,7 @@ func Update(ctx context.Context, tx pgx.Tx, tenantID, id uuid.UUID, ifMatch *str
 	}
 	if p.Title != nil && *p.Title != cur.Title {
 		next.Title = *p.Title
-		change("title", cur.Title, next.Title)
+		change("title", redact.Masked(cur.Title), redact.Masked(next.Title))
 	}
 	if p.Description != nil && *p.Description != cur.Description {
 		next.Description = *p.Description
@@ -536,7 +540,7 @@ func AddLink(ctx context.Context, tx pgx.Tx, tenantID, ticketID uuid.UUID, s Lin
 		details["target_id"] = l.TargetID.String()
 	}
 	if l.URL != nil {
-		details["url"] = *l.URL
+		details["url"] = redact.Masked(*l.URL)
 	}
 	if err := audit.Record(ctx, tx, tenantID, audit.Entry{Action: "ticket.linked", TargetType: "ticket", TargetID: ticketID.String(), Details: details}); err != nil {
 		return Link{}, err
@@ -615,7 +619,8 @@ func recordOnAlert(ctx context.Context, tx pgx.Tx, tenantID, alertID uuid.UUID, 
 }
 
 // facts are a ticket's fields that leave the system in domain events and
-// audit details. The description and comments never do.
+// audit details (with the title masked there). The description and
+// comments never do.
 func (t Ticket) facts() map[string]any {
 	alertIDs := make([]string, 0, len(t.AlertIDs))
 	for _, id := range t.AlertIDs {

@@ -337,6 +337,14 @@ func TestUpdate(t *testing.T) {
 
 		p = patch(admin, tk.ID, 7, map[string]any{"title": "x"}).Problem(t, http.StatusPreconditionFailed)
 		assert.Equal(t, "precondition_failed", p.Code)
+		// An unquoted tag is not called an older version: it is told to
+		// quote it.
+		r = admin.Do("PATCH", "/api/v1/tickets/"+tk.ID, map[string]any{"title": "x"}, apitest.Header("If-Match", "v1"))
+		p = r.Problem(t, http.StatusBadRequest)
+		assert.Equal(t, "invalid_parameter", p.Code)
+		assert.Contains(t, p.Detail, `in double quotes (RFC 9110 entity-tag): If-Match: "v1", not v1`)
+		assert.Equal(t, "If-Match", p.Errors[0].Parameter)
+		assert.Equal(t, `"v1"`, r.Header.Get("ETag"))
 		// A stale If-Match wins over an invalid change.
 		p = patch(admin, tk.ID, 7, map[string]any{"status": "open"}).Problem(t, http.StatusPreconditionFailed)
 		assert.Equal(t, "precondition_failed", p.Code)
@@ -347,6 +355,7 @@ func TestUpdate(t *testing.T) {
 		assert.Equal(t, "not_found", p.Code)
 		p = patch(admin, tk.ID, 1, map[string]any{}).Problem(t, http.StatusUnprocessableEntity)
 		assert.Equal(t, "validation_failed", p.Code)
+		assert.Equal(t, "send at least one field to change: assignee_id, description, priority, status, title", p.Errors[0].Detail)
 		assert.Equal(t, before, snapshot(t, env, env.Tenant.ID))
 	})
 

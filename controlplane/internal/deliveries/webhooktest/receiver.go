@@ -46,6 +46,9 @@ type Response struct {
 	Status int
 	// Body is written as the response body.
 	Body string
+	// Echo writes the request's body back after Body, as debug endpoints
+	// and some error pages do.
+	Echo bool
 	// Header holds extra response headers, e.g. Retry-After or Location.
 	Header map[string]string
 	// Delay is slept before answering; it ends early when the client goes
@@ -281,6 +284,9 @@ func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) {
 	}
 	w.WriteHeader(status)
 	_, _ = io.WriteString(w, resp.Body)
+	if resp.Echo {
+		_, _ = w.Write(body)
+	}
 }
 
 // nextResponse returns the programmed answer for path; r.mu is held.
