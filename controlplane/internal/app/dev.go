@@ -109,13 +109,13 @@ func runDev(ctx context.Context, args []string, out, errOut io.Writer) error {
 An agent is enrolled and running on this machine: %s
 (state in %s, log in %s). It belongs to the site
 "demo: this machine's networks", whose policy lets it read this machine's
-neighbour tables (passively: it sends nothing) on its private networks.
-The devices it sees become assets; unknown ones raise alerts. See them with:
+neighbour tables (passively: it sends nothing). The devices it sees become
+assets; unknown ones raise alerts. %sSee them with:
 
   . %s && curl --cacert "$CA" -H "Authorization: Bearer $TOKEN" "$URL/api/v1/agents"
   curl --cacert "$CA" -H "Authorization: Bearer $TOKEN" "$URL/api/v1/discovery/observations"
   curl --cacert "$CA" -H "Authorization: Bearer $TOKEN" "$URL/api/v1/alerts?status=open"
-`, agentID, filepath.Join(dir, "agent"), filepath.Join(dir, "agent.log"), envPath)
+`, agentID, filepath.Join(dir, "agent"), filepath.Join(dir, "agent.log"), devWatched(ctx, s, token), envPath)
 	}
 	fmt.Fprintf(out, `
 Edgeward control plane is running.
@@ -366,14 +366,16 @@ func (c devAPI) do(ctx context.Context, method, path string, header http.Header,
 	return resp.Header, nil
 }
 
-// devEnrollmentToken creates the demo site, lets its agents watch this
-// machine's private networks passively, and returns a token that enrolls
+// devSiteName names the site make demo's agent belongs to.
+const devSiteName = "demo: this machine's networks"
+
+// devEnrollmentToken creates the demo site, lets its agents watch the
+// networks this machine is attached to passively, and returns a token that enrolls
 // an agent into it: the demo shows discovery, alerts and evidence on the
 // devices the machine already talks to.
 func devEnrollmentToken(ctx context.Context, s *Server, adminToken string) (string, error) {
 	c := newDevAPI(s, adminToken)
 	defer c.hc.CloseIdleConnections()
-	const siteName = "demo: this machine's networks"
 	type site struct {
 		ID   string `json:"id"`
 		Name string `json:"name"`
@@ -384,11 +386,11 @@ func devEnrollmentToken(ctx context.Context, s *Server, adminToken string) (stri
 	if _, err := c.do(ctx, "GET", "/api/v1/sites?limit=200", nil, nil, http.StatusOK, &sites); err != nil {
 		return "", err
 	}
-	i := slices.IndexFunc(sites.Items, func(s site) bool { return s.Name == siteName })
+	i := slices.IndexFunc(sites.Items, func(s site) bool { return s.Name == devSiteName })
 	var demo site
 	if i >= 0 { // the agent's state was removed, the database kept
 		demo = sites.Items[i]
-	} else if _, err := c.do(ctx, "POST", "/api/v1/sites", nil, map[string]any{"name": siteName,
+	} else if _, err := c.do(ctx, "POST", "/api/v1/sites", nil, map[string]any{"name": devSiteName,
 		"description": "created by make demo"}, http.StatusCreated, &demo); err != nil {
 		return "", err
 	}
@@ -397,7 +399,7 @@ func devEnrollmentToken(ctx context.Context, s *Server, adminToken string) (stri
 		return "", err
 	}
 	if _, err := c.do(ctx, "PUT", "/api/v1/discovery/policies/"+demo.ID, http.Header{"If-Match": {hdr.Get("ETag")}}, map[string]any{
-		"allowed_cidrs": localPrivateNetworks(), "allowed_methods": []string{"passive_neighbor"}, "collector_agent_ids": []string{},
+		"allowed_cidrs": attachedNetworks(), "allowed_methods": []string{"passive_neighbor"}, "collector_agent_ids": []string{},
 		"observation_retention_days": 7, "allowlist": []any{},
 	}, http.StatusOK, nil); err != nil {
 		return "", err
@@ -412,10 +414,12 @@ func devEnrollmentToken(ctx context.Context, s *Server, adminToken string) (stri
 	return tok.Token, nil
 }
 
-// localPrivateNetworks are the private networks (RFC 1918, RFC 4193) this
-// machine's interfaces are on: what a demo may watch without looking past
-// the machine's own links.
-func localPrivateNetworks() []string {
+// attachedNetworks are the networks this machine's interfaces are directly
+// attached to, private or not (a demo on a machine whose LAN is public
+// address space would otherwise watch nothing): what the demo may watch
+// without looking past the machine's own links. Loopback and link-local
+// addresses are left out.
+func attachedNetworks() []string {
 	out := []string{}
 	ifaces, err := net.Interfaces()
 	if err != nil {
@@ -428,8 +432,8 @@ func localPrivateNetworks() []string {
 		addrs, _ := ifc.Addrs()
 		for _, a := range addrs {
 			pfx, err := netip.ParsePrefix(a.String())
-			if err != nil || !pfx.Addr().IsPrivate() {
-				continue
+			if err != nil || !pfx.Addr().IsGlobalUnicast() {
+				continue // loopback, link-local, multicast, unspecified
 			}
 			if c := pfx.Masked().String(); !slices.Contains(out, c) {
 				out = append(out, c)
@@ -437,4 +441,42 @@ func localPrivateNetworks() []string {
 		}
 	}
 	return out
+}
+
+// devWatched says what the demo site's policy lets the local agent watch,
+// and how to widen it.
+func devWatched(ctx context.Context, s *Server, adminToken string) string {
+	c := newDevAPI(s, adminToken)
+	defer c.hc.CloseIdleConnections()
+	var sites struct {
+		Items []struct {
+			ID   string `json:"id"`
+			Name string `json:"name"`
+		} `json:"items"`
+	}
+	if _, err := c.do(ctx, "GET", "/api/v1/sites?limit=200", nil, nil, http.StatusOK, &sites); err != nil {
+		return ""
+	}
+	for _, site := range sites.Items {
+		if site.Name != devSiteName {
+			continue
+		}
+		var policy struct {
+			AllowedCidrs []string `json:"allowed_cidrs"`
+		}
+		if _, err := c.do(ctx, "GET", "/api/v1/discovery/policies/"+site.ID, nil, nil, http.StatusOK, &policy); err != nil {
+			return ""
+		}
+		watched := "nothing: this machine had no network but loopback and link-local ones when the site was made"
+		if len(policy.AllowedCidrs) > 0 {
+			watched = strings.Join(policy.AllowedCidrs, ", ")
+		}
+		return fmt.Sprintf(`Its site's policy lets it watch %s.
+Devices elsewhere are dropped by the agent and counted, not shown. To watch
+more networks, change the policy (docs/api/discovery.md):
+  curl --cacert "$CA" -H "Authorization: Bearer $TOKEN" "$URL/api/v1/discovery/policies/%s"
+and PUT it back with more allowed_cidrs and its ETag in If-Match.
+`, watched, site.ID)
+	}
+	return ""
 }

@@ -335,12 +335,13 @@ func TestBinaryDev(t *testing.T) {
 		}
 		// make demo runs an enrolled agent beside the server.
 		assert.Contains(t, p.stdout.String(), "An agent is enrolled and running")
+		assert.Contains(t, p.stdout.String(), "Its site's policy lets it watch ", "the demo says what it watches")
 		eventually(t, 30*time.Second, "the demo agent's first heartbeat", func() bool {
 			status, body := get(t, c, vars["URL"]+"/api/v1/agents?status=active", vars["TOKEN"])
 			return status == http.StatusOK && strings.Contains(string(body), `"reports_applied":`) && !strings.Contains(string(body), `"reports_applied":0`)
 		})
-		// It observes for the demo site, whose policy covers this
-		// machine's private networks, passively.
+		// It observes for the demo site, whose policy covers the networks
+		// this machine is attached to, passively.
 		status, body = get(t, c, vars["URL"]+"/api/v1/discovery/policies", vars["TOKEN"])
 		require.Equal(t, http.StatusOK, status, "%s", body)
 		assert.Equal(t, 1, strings.Count(string(body), `"site_name":"demo: this machine's networks"`), "one demo site, however often the demo starts")
