@@ -110,12 +110,13 @@ An agent is enrolled and running on this machine: %s
 (state in %s, log in %s). It belongs to the site
 "demo: this machine's networks", whose policy lets it read this machine's
 neighbour tables (passively: it sends nothing). The devices it sees become
-assets; unknown ones raise alerts. %sSee them with:
+assets; unknown ones raise alerts. See them with:
 
   . %s && curl --cacert "$CA" -H "Authorization: Bearer $TOKEN" "$URL/api/v1/agents"
   curl --cacert "$CA" -H "Authorization: Bearer $TOKEN" "$URL/api/v1/discovery/observations"
   curl --cacert "$CA" -H "Authorization: Bearer $TOKEN" "$URL/api/v1/alerts?status=open"
-`, agentID, filepath.Join(dir, "agent"), filepath.Join(dir, "agent.log"), devWatched(ctx, s, token), envPath)
+
+%s`, agentID, filepath.Join(dir, "agent"), filepath.Join(dir, "agent.log"), envPath, devWatched(ctx, s, token))
 	}
 	fmt.Fprintf(out, `
 Edgeward control plane is running.
