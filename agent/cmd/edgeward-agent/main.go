@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"syscall"
@@ -61,7 +62,7 @@ func commands() []command {
 	return []command{
 		{"enroll", "Enroll this machine: --server URL --token TOKEN [--state-dir DIR] [--force].", cmdEnroll},
 		{"run", "Run the agent in the foreground (what the service runs).", cmdRun},
-		{"install", "Install the agent as a system service (systemd, launchd, Windows service).", serviceAction("install")},
+		{"install", "Install the agent as a system service (systemd, launchd, Windows service; refused when none runs).", serviceAction("install")},
 		{"uninstall", "Remove the system service (the state directory is kept).", serviceAction("uninstall")},
 		{"start", "Start the system service.", serviceAction("start")},
 		{"stop", "Stop the system service.", serviceAction("stop")},
@@ -116,6 +117,46 @@ func flagSet(name string, errOut io.Writer) (*flag.FlagSet, *string) {
 	fs.SetOutput(errOut)
 	dir := fs.String("state-dir", envOr("EDGEWARD_STATE_DIR", service.DefaultStateDir()), "state directory: key, certificates, config, queue (env EDGEWARD_STATE_DIR)")
 	return fs, dir
+}
+
+// stateDirFlag is the --state-dir argument a hint must carry for dir: none
+// for the default directory.
+func stateDirFlag(dir string) string {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		abs = dir
+	}
+	if abs == filepath.Clean(service.DefaultStateDir()) {
+		return ""
+	}
+	return " --state-dir " + shellQuote(abs)
+}
+
+// shellQuote quotes s for a command line a person copies, when it needs it.
+func shellQuote(s string) string {
+	safe := "/._-+:=@,%"
+	if runtime.GOOS == "windows" {
+		safe += `\`
+	}
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune(safe, r))
+	}) < 0 {
+		return s
+	}
+	if runtime.GOOS == "windows" {
+		return `"` + s + `"`
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// enrolled checks that dir holds an enrollment, and says how to make one
+// when it does not.
+func enrolled(dir string) error {
+	_, err := identity.LoadConfig(dir)
+	if errors.Is(err, identity.ErrNotEnrolled) {
+		return fmt.Errorf("%w\nEnroll it first:  edgeward-agent enroll --server https://CONTROLPLANE:8443 --token TOKEN%s", err, stateDirFlag(dir))
+	}
+	return err
 }
 
 func envOr(key, def string) string {
@@ -213,13 +254,23 @@ func cmdEnroll(args []string, out, errOut io.Writer) error {
 	if _, err := enr.Enrolled(cfg, resp.GetCertificateDer(), resp.GetCaCertificatesDer()[0]); err != nil {
 		return err
 	}
+	_, err = io.WriteString(out, enrolledMessage(cfg, resp.GetReenrolled(), *dir))
+	return err
+}
+
+// enrolledMessage tells what enroll did and what to run next, with the
+// state directory in each command when it is not the default.
+func enrolledMessage(cfg identity.Config, reenrolled bool, dir string) string {
 	again := ""
-	if resp.GetReenrolled() {
+	if reenrolled {
 		again = " (this machine was enrolled before: it keeps its agent id)"
 	}
-	_, err = fmt.Fprintf(out, "Enrolled as agent %s in tenant %s%s.\nState directory: %s\nStart it as a service:  edgeward-agent install && edgeward-agent start\nor in the foreground:   edgeward-agent run\n",
-		cfg.AgentID, cfg.TenantID, again, *dir)
-	return err
+	flag := stateDirFlag(dir)
+	return fmt.Sprintf("Enrolled as agent %s in tenant %s%s.\nState directory: %s\n"+
+		"Start it as a service:  edgeward-agent install%s && edgeward-agent start\n"+
+		"or in the foreground:   edgeward-agent run%s\n"+
+		"Check it:               edgeward-agent status%s\n",
+		cfg.AgentID, cfg.TenantID, again, dir, flag, flag, flag)
 }
 
 func logger(w io.Writer) *slog.Logger {
@@ -241,7 +292,7 @@ func cmdRun(args []string, _, errOut io.Writer) error {
 	}
 	// Fail fast, before handing over to the service manager, when the agent
 	// cannot run at all.
-	if _, err := identity.LoadConfig(*dir); err != nil {
+	if err := enrolled(*dir); err != nil {
 		return err
 	}
 	s, err := service.New(*dir, runLoop, log)
@@ -251,6 +302,13 @@ func cmdRun(args []string, _, errOut io.Writer) error {
 	return s.Run()
 }
 
+// Seams for the tests: which service manager runs, and acting on it.
+var (
+	detectSystem   = service.Detect
+	controlService = service.Control
+	serviceStatus  = service.Status
+)
+
 func serviceAction(action string) func([]string, io.Writer, io.Writer) error {
 	return func(args []string, out, errOut io.Writer) error {
 		fs, dir := flagSet(action, errOut)
@@ -258,18 +316,33 @@ func serviceAction(action string) func([]string, io.Writer, io.Writer) error {
 			return err
 		}
 		if action == "install" {
-			if _, err := identity.LoadConfig(*dir); err != nil {
+			if err := enrolled(*dir); err != nil {
 				return err
 			}
+		}
+		sys := detectSystem()
+		// Uninstall still runs: it removes what an earlier install wrote.
+		if sys.Missing != "" && action != "uninstall" {
+			return fmt.Errorf("%s: %s.\nNothing was changed. Run the agent under your own supervisor instead:  edgeward-agent run%s",
+				action, sys.Missing, stateDirFlag(*dir))
 		}
 		s, err := service.New(*dir, nil, nil)
 		if err != nil {
 			return err
 		}
-		if err := service.Control(s, action); err != nil {
-			return err
+		if err := controlService(s, action); err != nil {
+			return fmt.Errorf("%w (service manager: %s)", err, sys.Name)
 		}
-		_, err = fmt.Fprintf(out, "%s: done (service %s)\n", action, service.Status(s))
+		abs, _ := filepath.Abs(*dir)
+		switch action {
+		case "install":
+			_, err = fmt.Fprintf(out, "Installed the %s service for %s; it runs: edgeward-agent run --state-dir %s\nStart it:  edgeward-agent start\n",
+				service.Name, sys.Name, shellQuote(abs))
+		case "uninstall":
+			_, err = fmt.Fprintf(out, "Removed the %s service from %s; the state directory %s is kept.\n", service.Name, sys.Name, abs)
+		default:
+			_, err = fmt.Fprintf(out, "%s: done; the %s service is %s (%s).\n", action, service.Name, serviceStatus(s), sys.Name)
+		}
 		return err
 	}
 }
@@ -277,6 +350,9 @@ func serviceAction(action string) func([]string, io.Writer, io.Writer) error {
 func cmdStatus(args []string, out, errOut io.Writer) error {
 	fs, dir := flagSet("status", errOut)
 	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := enrolled(*dir); err != nil {
 		return err
 	}
 	id, err := identity.Peek(*dir)
@@ -288,32 +364,71 @@ func cmdStatus(args []string, out, errOut io.Writer) error {
 	p("Agent", "%s (tenant %s)", id.Config.AgentID, id.Config.TenantID)
 	p("Server", "%s", id.Config.Server)
 	p("Certificate", "serial %x, expires %s (%s)", id.Cert.SerialNumber, id.Cert.NotAfter.UTC().Format(time.RFC3339), until(now, id.Cert.NotAfter))
-	if s, err := service.New(*dir, nil, nil); err == nil {
-		p("Service", "%s", service.Status(s))
+	if sys := detectSystem(); sys.Missing != "" {
+		p("Service", "none: %s", sys.Missing)
+	} else if s, err := service.New(*dir, nil, nil); err == nil {
+		p("Service", "%s (%s)", serviceStatus(s), sys.Name)
 	}
 	st, err := reporter.ReadStatus(*dir)
 	if err != nil {
 		p("State", "never run")
 		return nil
 	}
-	switch st.State {
-	case reporter.StateRefused:
-		p("State", "REFUSED by the control plane: %s", st.LastError)
-	case reporter.StateRetrying:
-		p("State", "retrying: %s", st.LastError)
-	default:
-		p("State", "%s", st.State)
-	}
-	if st.LastSendAt.IsZero() {
-		p("Last send", "never")
-	} else {
-		p("Last send", "%s (%s ago)", st.LastSendAt.Format(time.RFC3339), now.Sub(st.LastSendAt).Round(time.Second))
-	}
-	p("Queue", "%d reports waiting, %d dropped", st.QueueDepth, st.QueueDropped)
+	printState(out, st, now)
 	p("Interval", "%s", st.Interval)
 	p("Rotation", "due %s", st.RotateAt.Format(time.RFC3339))
 	p("Updated", "%s (pid %d)", st.UpdatedAt.Format(time.RFC3339), st.PID)
 	return nil
+}
+
+// printState writes what status.json says of sending and of the queue. A
+// queue that cannot be written comes first: it loses reports.
+func printState(out io.Writer, st reporter.Status, now time.Time) {
+	p := func(k, format string, a ...any) {
+		if k != "" {
+			k += ":"
+		}
+		fmt.Fprintf(out, "%-13s %s\n", k, fmt.Sprintf(format, a...))
+	}
+	ago := func(t time.Time) string {
+		return fmt.Sprintf("%s (%s ago)", t.Format(time.RFC3339), now.Sub(t).Round(time.Second))
+	}
+	send := st.SendState
+	if send == "" { // written by an agent before send_state existed
+		send = st.State
+	}
+	switch {
+	case send == reporter.StateRefused:
+		p("State", "REFUSED by the control plane: %s", st.LastError)
+	case st.QueueError != "":
+		p("State", "QUEUE NOT WRITABLE since %s: %s", ago(st.QueueErrorSince), st.QueueError)
+		p("", "new reports are lost (%d so far, counted and reported); the agent recovers by itself once the queue can be written", st.QueueUnqueued)
+	case send == reporter.StateRetrying:
+		p("State", "retrying: %s", st.LastError)
+	default:
+		p("State", "%s", send)
+	}
+	switch {
+	case send == reporter.StateRefused && st.QueueError != "":
+		p("Queue error", "not writable since %s: %s", ago(st.QueueErrorSince), st.QueueError)
+	case st.QueueError != "" && send == reporter.StateRetrying:
+		p("Sending", "retrying: %s", st.LastError)
+	case st.QueueError != "":
+		p("Sending", "%s", send)
+	}
+	if st.LastSendAt.IsZero() {
+		p("Last send", "never")
+	} else {
+		p("Last send", "%s", ago(st.LastSendAt))
+	}
+	queue := fmt.Sprintf("%d reports waiting, %d dropped", st.QueueDepth, st.QueueDropped)
+	if st.QueueUnqueued > 0 || st.QueueLastErrorKind != "" {
+		queue += fmt.Sprintf(", %d not queued", st.QueueUnqueued)
+		if st.QueueLastErrorKind != "" && !st.QueueLastErrorAt.IsZero() {
+			queue += fmt.Sprintf(" (last write failure: %s at %s)", st.QueueLastErrorKind, st.QueueLastErrorAt.Format(time.RFC3339))
+		}
+	}
+	p("Queue", "%s", queue)
 }
 
 func until(now, t time.Time) string {

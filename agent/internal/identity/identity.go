@@ -40,8 +40,9 @@ const (
 	privateMode = 0o600
 )
 
-// ErrNotEnrolled means the state directory holds no identity.
-var ErrNotEnrolled = errors.New("this agent is not enrolled: run edgeward-agent enroll --server URL --token TOKEN")
+// ErrNotEnrolled means the state directory holds no identity. The errors
+// that wrap it name the directory.
+var ErrNotEnrolled = errors.New("this agent is not enrolled")
 
 // Config is what the agent remembers about its enrollment.
 type Config struct {
@@ -147,7 +148,11 @@ func LoadConfig(dir string) (Config, error) {
 	var cfg Config
 	b, err := os.ReadFile(filepath.Join(dir, ConfigFile))
 	if errors.Is(err, os.ErrNotExist) {
-		return cfg, ErrNotEnrolled
+		where := dir
+		if abs, err := filepath.Abs(dir); err == nil {
+			where = abs
+		}
+		return cfg, fmt.Errorf("%w: the state directory %s holds no %s", ErrNotEnrolled, where, ConfigFile)
 	}
 	if err != nil {
 		return cfg, err

@@ -11,6 +11,11 @@
 // with the data. The queue is bounded; when a new report would exceed the
 // bound, the oldest reports are dropped and counted, because fresh state is
 // worth more to the control plane than stale state.
+//
+// A report that cannot be stored at all (a full disk, an I/O error) is
+// counted too, as unqueued: the count is kept in memory while the file
+// cannot be written and joins the stored counters with the next record that
+// can be, and Stats says since when the queue has been failing.
 package queue
 
 import (
@@ -20,6 +25,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -56,6 +63,12 @@ type Options struct {
 	// lock before it gives up with ErrLocked, so a stuck second agent fails
 	// loudly instead of hanging. Default 1s.
 	OpenTimeout time.Duration
+	// WriteFault, when set, is called in every Append's transaction just
+	// before it commits; an error it returns fails that Append exactly as a
+	// failed write of the file would (the transaction is rolled back). It
+	// lets tests fill the disk without filling a disk; production leaves it
+	// nil.
+	WriteFault func() error
 }
 
 // Record is one queued report.
@@ -79,6 +92,22 @@ type Stats struct {
 	// Dropped counts records discarded by the bounds over the queue's whole
 	// life; it survives restarts so a drop is never silently forgotten.
 	Dropped uint64
+	// Unqueued counts payloads Append could not store (a failed write, or a
+	// payload over the byte bound) over the queue's whole life. Failures
+	// are counted in memory while the file cannot be written and stored
+	// with the next record that is, so only a restart while the disk is
+	// still full forgets the failures since the last stored record.
+	Unqueued uint64
+	// LastErrorKind and LastErrorAt describe the most recent failed Append;
+	// empty and zero when there never was one.
+	LastErrorKind ErrorKind
+	LastErrorAt   time.Time
+	// Failing is the error of the last write when it failed, and
+	// FailingSince when the current run of failed writes began; nil and
+	// zero once a write succeeded again. A payload refused as too large
+	// does not make the queue failing: the file is still writable.
+	Failing      error
+	FailingSince time.Time
 	// NextSeq is the sequence number the next Append will assign.
 	NextSeq uint64
 	// OldestSeq is the sequence number of the oldest record, or 0 when the
@@ -96,6 +125,49 @@ type Queue struct {
 	db       *bolt.DB
 	maxBytes uint64
 	maxCount uint64
+	fault    func() error
+
+	// mu serializes Append with itself and with Stats, so that the failures
+	// counted in memory and the stored counters are read and moved together.
+	mu           sync.Mutex
+	pending      uint64 // failed Appends not yet in the stored counters
+	lastKind     ErrorKind
+	lastAt       time.Time
+	failing      error
+	failingSince time.Time
+}
+
+// ErrorKind says why an Append failed, in words the control plane and its
+// users share.
+type ErrorKind string
+
+// The kinds of failed Appends.
+const (
+	KindNoSpace  ErrorKind = "no_space"
+	KindQuota    ErrorKind = "quota"
+	KindReadOnly ErrorKind = "read_only"
+	KindIO       ErrorKind = "io"
+	KindTooLarge ErrorKind = "too_large"
+	KindOther    ErrorKind = "other"
+)
+
+// Kind classifies an error of Append. It recognises the operating system's
+// error even where bbolt reports it only as text (it formats some file
+// errors with %s), so a full disk is no_space on every path.
+func Kind(err error) ErrorKind {
+	if err == nil {
+		return ""
+	}
+	if errors.Is(err, ErrTooLarge) {
+		return KindTooLarge
+	}
+	msg := err.Error()
+	for _, e := range errnoKinds {
+		if errors.Is(err, e.errno) || strings.Contains(msg, e.errno.Error()) {
+			return e.kind
+		}
+	}
+	return KindOther
 }
 
 var (
@@ -106,6 +178,10 @@ var (
 	keyDropped = []byte("dropped")
 	keyBytes   = []byte("bytes")
 	keyCount   = []byte("count")
+
+	keyUnqueued    = []byte("unqueued")
+	keyLastErrAt   = []byte("last_error_at")
+	keyLastErrKind = []byte("last_error_kind")
 )
 
 // timeLen is the size of the EnqueuedAt prefix (unix nanoseconds) stored in
@@ -159,7 +235,7 @@ func Open(path string, opts Options) (*Queue, error) {
 		}
 	}
 
-	q := &Queue{db: db, maxBytes: uint64(opts.MaxBytes), maxCount: uint64(opts.MaxCount)}
+	q := &Queue{db: db, maxBytes: uint64(opts.MaxBytes), maxCount: uint64(opts.MaxCount), fault: opts.WriteFault}
 	if err := db.Update(repair); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("queue: open %s: %w", path, err)
@@ -211,6 +287,7 @@ func repair(tx *bolt.Tx) error {
 	}
 
 	found.dropped = stored.dropped + uint64(len(badKeys)+len(badBuckets))
+	found.unqueued, found.errAt, found.errKind = stored.unqueued, stored.errAt, stored.errKind
 	// Sequence numbers start at 1 (0 means "none" in Stats) and must stay
 	// above every seq ever handed out; the stored counter also remembers seqs
 	// that were acknowledged or dropped since.
@@ -226,10 +303,17 @@ func repair(tx *bolt.Tx) error {
 // send it knowing a crash cannot lose it. If the record would push the queue
 // past MaxBytes or MaxCount, the oldest records are dropped and counted in
 // the same transaction. A payload larger than MaxBytes fails with ErrTooLarge.
+// Every failed Append is counted in Stats.Unqueued; the first Append that
+// succeeds after failures stores their count with its record.
 func (q *Queue) Append(payload []byte) (uint64, error) {
 	size := uint64(len(payload))
 	if size > q.maxBytes {
-		return 0, fmt.Errorf("%w: %d bytes, bound is %d", ErrTooLarge, size, q.maxBytes)
+		err := fmt.Errorf("%w: %d bytes, bound is %d", ErrTooLarge, size, q.maxBytes)
+		q.mu.Lock()
+		q.pending++
+		q.lastKind, q.lastAt = KindTooLarge, time.Now()
+		q.mu.Unlock()
+		return 0, err
 	}
 	// The value is built outside the transaction to keep the writer lock
 	// short; bbolt keeps a reference to it until commit, and owning it makes
@@ -237,6 +321,8 @@ func (q *Queue) Append(payload []byte) (uint64, error) {
 	val := make([]byte, timeLen+len(payload))
 	copy(val[timeLen:], payload)
 
+	q.mu.Lock()
+	defer q.mu.Unlock()
 	var seq uint64
 	err := q.db.Update(func(tx *bolt.Tx) error {
 		recs, meta := tx.Bucket(recordsBucket), tx.Bucket(metaBucket)
@@ -273,11 +359,31 @@ func (q *Queue) Append(payload []byte) (uint64, error) {
 		c.next++
 		c.count++
 		c.bytes += size
-		return c.write(meta)
+		c.unqueued += q.pending
+		if at := uint64(q.lastAt.UnixNano()); !q.lastAt.IsZero() && at > c.errAt {
+			c.errAt, c.errKind = at, string(q.lastKind)
+		}
+		if err := c.write(meta); err != nil {
+			return err
+		}
+		if q.fault != nil {
+			return q.fault()
+		}
+		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("queue: append: %w", err)
+		err = fmt.Errorf("queue: append: %w", err)
+		now := time.Now()
+		q.pending++
+		q.lastKind, q.lastAt = Kind(err), now
+		if q.failing == nil {
+			q.failingSince = now
+		}
+		q.failing = err
+		return 0, err
 	}
+	q.pending = 0
+	q.failing, q.failingSince = nil, time.Time{}
 	return seq, nil
 }
 
@@ -356,13 +462,22 @@ func (q *Queue) Ack(seqs ...uint64) (int, error) {
 	return deleted, nil
 }
 
-// Stats reports the queue's depth, size, drop count and oldest record as one
-// consistent snapshot.
+// Stats reports the queue's depth, size, drop and failure counts and oldest
+// record as one consistent snapshot.
 func (q *Queue) Stats() (Stats, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
 	var s Stats
 	err := q.db.View(func(tx *bolt.Tx) error {
 		c := readCounters(tx.Bucket(metaBucket))
-		s = Stats{Depth: int(c.count), Bytes: int64(c.bytes), Dropped: c.dropped, NextSeq: c.next}
+		s = Stats{Depth: int(c.count), Bytes: int64(c.bytes), Dropped: c.dropped, NextSeq: c.next,
+			Unqueued: c.unqueued + q.pending, Failing: q.failing, FailingSince: q.failingSince}
+		if c.errAt != 0 {
+			s.LastErrorKind, s.LastErrorAt = ErrorKind(c.errKind), time.Unix(0, int64(c.errAt))
+		}
+		if q.lastAt.After(s.LastErrorAt) {
+			s.LastErrorKind, s.LastErrorAt = q.lastKind, q.lastAt
+		}
 		if k, v := tx.Bucket(recordsBucket).Cursor().First(); k != nil {
 			s.OldestSeq = binary.BigEndian.Uint64(k)
 			s.OldestAt = time.Unix(0, int64(binary.BigEndian.Uint64(v)))
@@ -384,10 +499,13 @@ func (q *Queue) Close() error {
 	return nil
 }
 
-// counters is the meta bucket's content; every field is stored as an 8-byte
-// big-endian integer under its own key.
+// counters is the meta bucket's content; every number is stored as an
+// 8-byte big-endian integer under its own key, errKind as its text.
 type counters struct {
 	next, dropped, bytes, count uint64
+	unqueued                    uint64
+	errAt                       uint64 // unix nanoseconds of the last failed Append
+	errKind                     string
 }
 
 func readCounters(meta *bolt.Bucket) counters {
@@ -398,7 +516,8 @@ func readCounters(meta *bolt.Bucket) counters {
 		}
 		return binary.BigEndian.Uint64(v)
 	}
-	return counters{next: get(keyNextSeq), dropped: get(keyDropped), bytes: get(keyBytes), count: get(keyCount)}
+	return counters{next: get(keyNextSeq), dropped: get(keyDropped), bytes: get(keyBytes), count: get(keyCount),
+		unqueued: get(keyUnqueued), errAt: get(keyLastErrAt), errKind: string(meta.Get(keyLastErrKind))}
 }
 
 func (c counters) write(meta *bolt.Bucket) error {
@@ -409,6 +528,20 @@ func (c counters) write(meta *bolt.Bucket) error {
 		if err := meta.Put(kv.k, binary.BigEndian.AppendUint64(nil, kv.v)); err != nil {
 			return fmt.Errorf("write counter %s: %w", kv.k, err)
 		}
+	}
+	if c.errAt == 0 {
+		// Never failed: files written before failures were counted stay
+		// byte for byte what they were.
+		return nil
+	}
+	if err := meta.Put(keyUnqueued, binary.BigEndian.AppendUint64(nil, c.unqueued)); err != nil {
+		return fmt.Errorf("write counter %s: %w", keyUnqueued, err)
+	}
+	if err := meta.Put(keyLastErrAt, binary.BigEndian.AppendUint64(nil, c.errAt)); err != nil {
+		return fmt.Errorf("write counter %s: %w", keyLastErrAt, err)
+	}
+	if err := meta.Put(keyLastErrKind, []byte(c.errKind)); err != nil {
+		return fmt.Errorf("write counter %s: %w", keyLastErrKind, err)
 	}
 	return nil
 }

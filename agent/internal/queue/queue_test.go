@@ -344,7 +344,11 @@ func TestErrTooLarge(t *testing.T) {
 
 	after, err := q.Stats()
 	require.NoError(t, err)
-	assert.Equal(t, before, after, "a refused payload changes nothing, not even the seq counter")
+	assert.Equal(t, before.NextSeq, after.NextSeq, "a refused payload does not take a seq")
+	assert.Equal(t, before.Depth, after.Depth)
+	assert.Equal(t, uint64(1), after.Unqueued, "but it is counted: the report never reaches the control plane")
+	assert.Equal(t, queue.KindTooLarge, after.LastErrorKind)
+	assert.NoError(t, after.Failing, "the file is still writable")
 	seqs, _ := contents(t, q)
 	assert.Equal(t, []uint64{1}, seqs)
 }

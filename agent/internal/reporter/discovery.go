@@ -86,32 +86,46 @@ func (d *discovery) observe(ctx context.Context, now time.Time) ([]*agentv1.Neig
 
 // runCommands carries out the commands of a heartbeat response. Results go
 // into the next report; a rotation reports when it is done.
+// Each command and its outcome is logged by id and name: commands carry
+// nothing else, so the log holds no secret.
 func (r *Reporter) runCommands(cmds []*agentv1.Command) {
 	for _, c := range cmds {
+		id := c.GetId()
 		switch c.GetType() {
 		case agentv1.CommandType_COMMAND_TYPE_REFRESH_FACTS:
+			r.log.Info("command received", "command_id", id, "command", cmdRefreshFacts)
 			r.collectNow = true
-			r.result(c.GetId(), true, "host facts collected and queued")
+			r.result(id, cmdRefreshFacts, true, "host facts collected and queued")
 		case agentv1.CommandType_COMMAND_TYPE_RUN_DISCOVERY:
+			r.log.Info("command received", "command_id", id, "command", cmdRunDiscovery)
 			if !r.disc.passive {
-				r.result(c.GetId(), false, "the site's discovery policy does not allow passive_neighbor for this agent")
+				r.result(id, cmdRunDiscovery, false, "the site's discovery policy does not allow passive_neighbor for this agent")
 				continue
 			}
 			if r.disc.unsupported {
-				r.result(c.GetId(), false, "neighbour tables cannot be read on this platform")
+				r.result(id, cmdRunDiscovery, false, "neighbour tables cannot be read on this platform")
 				continue
 			}
 			r.collectNow = true
-			r.discoveryCommand = c.GetId()
+			r.discoveryCommand = id
 		case agentv1.CommandType_COMMAND_TYPE_ROTATE_CERTIFICATE:
+			r.log.Info("command received", "command_id", id, "command", cmdRotateCertificate)
 			r.rotateAt = time.Time{}
-			r.rotateCommand = c.GetId()
+			r.rotateCommand = id
 		default:
-			r.result(c.GetId(), false, fmt.Sprintf("unknown command type %v", c.GetType()))
+			name := fmt.Sprintf("unknown (%d)", int32(c.GetType()))
+			r.log.Warn("command received", "command_id", id, "command", name)
+			r.result(id, name, false, fmt.Sprintf("unknown command type %v", c.GetType()))
 		}
 	}
 }
 
-func (r *Reporter) result(id string, ok bool, summary string) {
+// result records a command's outcome for the next report, and logs it.
+func (r *Reporter) result(id, name string, ok bool, summary string) {
+	if ok {
+		r.log.Info("command succeeded", "command_id", id, "command", name, "summary", summary)
+	} else {
+		r.log.Warn("command failed", "command_id", id, "command", name, "summary", summary)
+	}
 	r.results = append(r.results, &agentv1.CommandResult{CommandId: id, Succeeded: ok, Summary: summary, CompletedAt: timestamppb.Now()})
 }

@@ -2,8 +2,11 @@
 // host facts into a report and appends it to the durable queue; then it
 // sends what the queue holds, oldest first and in batches, deleting only
 // what the control plane acknowledged. When sending fails it backs off (capped,
-// jittered) and keeps queueing. It rotates the client certificate at half
-// its lifetime, and writes status.json for `edgeward-agent status`.
+// jittered) and keeps queueing. When the queue itself cannot be written (a
+// full disk), the reports of that time are lost but counted, and the agent
+// keeps calling the control plane with its queue's figures so the condition
+// is seen while it lasts. It rotates the client certificate at half its
+// lifetime, and writes status.json for `edgeward-agent status`.
 package reporter
 
 import (
@@ -14,6 +17,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -46,6 +50,11 @@ const (
 // step, as kill -9 would. Never set in production.
 const CrashEnv = "EDGEWARD_AGENT_TEST_CRASH"
 
+// QueueFullEnv names a fault-injection point for the end-to-end tests of a
+// full disk: when set to a file's path, every write of the queue fails with
+// ENOSPC for as long as that file exists. Never set in production.
+const QueueFullEnv = "EDGEWARD_AGENT_TEST_QUEUE_FULL"
+
 // Options configure the loop.
 type Options struct {
 	Dir     string
@@ -75,13 +84,32 @@ type Reporter struct {
 	// when their work is done.
 	discoveryCommand string
 	rotateCommand    string
+	// queueFailing remembers that the queue could not be written, so the
+	// start and the end of a failure are logged once each.
+	queueFailing bool
 }
+
+// Command names, as logged and as the REST API spells them.
+const (
+	cmdRefreshFacts      = "refresh_facts"
+	cmdRunDiscovery      = "run_discovery"
+	cmdRotateCertificate = "rotate_certificate"
+)
 
 // Run loads the identity, opens the queue and runs until ctx ends.
 func Run(ctx context.Context, opts Options) error {
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if full := os.Getenv(QueueFullEnv); full != "" && opts.Queue.WriteFault == nil {
+		queuePath := filepath.Join(opts.Dir, QueueFile)
+		opts.Queue.WriteFault = func() error {
+			if _, err := os.Stat(full); err == nil {
+				return &os.PathError{Op: "write", Path: queuePath, Err: syscall.ENOSPC}
+			}
+			return nil
+		}
 	}
 	// The queue's lock makes this process the owner of the state
 	// directory; only then may the identity's files be repaired.
@@ -118,6 +146,7 @@ func (r *Reporter) loop(ctx context.Context) error {
 			if err := r.enqueue(ctx); err != nil {
 				r.log.Error("queue report", "error", err.Error())
 			}
+			r.observeQueue()
 			nextCollect = now.Add(r.interval)
 		}
 		wait := time.Until(nextCollect)
@@ -168,7 +197,8 @@ func (r *Reporter) enqueue(ctx context.Context) error {
 	rep := &agentv1.Report{
 		CreatedAt: timestamppb.Now(),
 		Facts:     facts,
-		Queue:     &agentv1.QueueStats{Depth: uint64(st.Depth), Dropped: st.Dropped},
+		// Not live: a report that is stored proves the queue was writable.
+		Queue: queueStats(st, false),
 	}
 	obs, dropped, err := r.disc.observe(ctx, time.Now())
 	if err != nil {
@@ -177,9 +207,9 @@ func (r *Reporter) enqueue(ctx context.Context) error {
 	rep.Observations, rep.ObservationsDropped = obs, dropped
 	if r.discoveryCommand != "" {
 		if err != nil {
-			r.result(r.discoveryCommand, false, "reading the neighbour tables failed: "+err.Error())
+			r.result(r.discoveryCommand, cmdRunDiscovery, false, "reading the neighbour tables failed: "+err.Error())
 		} else {
-			r.result(r.discoveryCommand, true, fmt.Sprintf("%d neighbours reported, %d outside the policy dropped", len(obs), dropped))
+			r.result(r.discoveryCommand, cmdRunDiscovery, true, fmt.Sprintf("%d neighbours reported, %d outside the policy dropped", len(obs), dropped))
 		}
 		r.discoveryCommand = ""
 	}
@@ -196,15 +226,52 @@ func (r *Reporter) enqueue(ctx context.Context) error {
 	return nil
 }
 
-// flush sends the queue until it is empty.
+// queueStats are the queue's figures as the control plane reads them. Live
+// figures (sent beside the reports of a heartbeat) say whether the queue is
+// failing now; a queued report's never do, since it was written.
+func queueStats(st queue.Stats, live bool) *agentv1.QueueStats {
+	qs := &agentv1.QueueStats{Depth: uint64(st.Depth), Dropped: st.Dropped, Unqueued: st.Unqueued}
+	if !st.LastErrorAt.IsZero() {
+		qs.LastErrorKind, qs.LastErrorAt = errorKind(st.LastErrorKind), timestamppb.New(st.LastErrorAt)
+	}
+	if live && st.Failing != nil {
+		qs.FailingSince = timestamppb.New(st.FailingSince)
+	}
+	return qs
+}
+
+func errorKind(k queue.ErrorKind) agentv1.QueueErrorKind {
+	switch k {
+	case queue.KindNoSpace:
+		return agentv1.QueueErrorKind_QUEUE_ERROR_KIND_NO_SPACE
+	case queue.KindQuota:
+		return agentv1.QueueErrorKind_QUEUE_ERROR_KIND_QUOTA
+	case queue.KindReadOnly:
+		return agentv1.QueueErrorKind_QUEUE_ERROR_KIND_READ_ONLY
+	case queue.KindIO:
+		return agentv1.QueueErrorKind_QUEUE_ERROR_KIND_IO
+	case queue.KindTooLarge:
+		return agentv1.QueueErrorKind_QUEUE_ERROR_KIND_TOO_LARGE
+	}
+	return agentv1.QueueErrorKind_QUEUE_ERROR_KIND_OTHER
+}
+
+// flush sends the queue until it is empty. Every call carries the queue's
+// live figures; when the queue cannot be written and holds nothing, one
+// call carries only them, so the control plane hears of the failure.
 func (r *Reporter) flush(ctx context.Context) error {
+	sent := false
 	for {
 		recs, err := r.q.Peek(batchReports, batchBytes)
 		if err != nil {
 			return err
 		}
-		if len(recs) == 0 {
-			return r.updateQueueStatus()
+		st, err := r.q.Stats()
+		if err != nil {
+			return err
+		}
+		if len(recs) == 0 && (sent || st.Failing == nil) {
+			return nil
 		}
 		reports := make([]*agentv1.Report, 0, len(recs))
 		for _, rec := range recs {
@@ -219,14 +286,15 @@ func (r *Reporter) flush(ctx context.Context) error {
 			rep.Seq = rec.Seq
 			reports = append(reports, rep)
 		}
-		if len(reports) == 0 {
+		if len(recs) > 0 && len(reports) == 0 {
 			continue
 		}
 		crashAt("send")
-		resp, err := r.client.Heartbeat(ctx, reports)
+		resp, err := r.client.Heartbeat(ctx, &agentv1.HeartbeatRequest{Reports: reports, Queue: queueStats(st, true)})
 		if err != nil {
 			return err
 		}
+		sent = true
 		crashAt("acked-before-delete")
 		n, err := r.q.Ack(resp.GetAckedSeqs()...)
 		if err != nil {
@@ -243,19 +311,38 @@ func (r *Reporter) flush(ctx context.Context) error {
 		}
 		r.disc.update(resp.GetDiscovery())
 		r.runCommands(resp.GetCommands())
-		if n == 0 {
+		if len(reports) > 0 && n == 0 {
 			return fmt.Errorf("the control plane acknowledged none of %d reports", len(reports))
 		}
 	}
 }
 
-func (r *Reporter) updateQueueStatus() error {
+// observeQueue publishes the queue's figures in the status and logs when
+// the queue stops and starts being writable.
+func (r *Reporter) observeQueue() {
 	st, err := r.q.Stats()
 	if err != nil {
-		return err
+		r.log.Warn("read queue figures", "error", err.Error())
+		return
 	}
-	r.status.QueueDepth, r.status.QueueDropped = st.Depth, st.Dropped
-	return nil
+	switch {
+	case st.Failing != nil && !r.queueFailing:
+		r.log.Error("the queue cannot be written: new reports are lost, and counted, until it can",
+			"error", st.Failing.Error(), "kind", string(st.LastErrorKind))
+	case st.Failing == nil && r.queueFailing:
+		r.log.Info("the queue can be written again", "unqueued_total", st.Unqueued)
+	}
+	r.queueFailing = st.Failing != nil
+	s := &r.status
+	s.QueueDepth, s.QueueDropped, s.QueueUnqueued = st.Depth, st.Dropped, st.Unqueued
+	s.QueueError, s.QueueErrorSince = "", time.Time{}
+	if st.Failing != nil {
+		s.QueueError, s.QueueErrorSince = st.Failing.Error(), st.FailingSince.UTC()
+	}
+	s.QueueLastErrorKind, s.QueueLastErrorAt = string(st.LastErrorKind), time.Time{}
+	if !st.LastErrorAt.IsZero() {
+		s.QueueLastErrorAt = st.LastErrorAt.UTC()
+	}
 }
 
 func (r *Reporter) fail(err error) {
@@ -268,7 +355,6 @@ func (r *Reporter) fail(err error) {
 		r.log.Warn("send failed; queued reports are kept", "error", err.Error())
 	}
 	r.status.LastError, r.status.LastErrorAt = err.Error(), time.Now().UTC()
-	_ = r.updateQueueStatus()
 }
 
 func (r *Reporter) nextBackoff() time.Duration {
@@ -314,9 +400,9 @@ func (r *Reporter) maybeRotate(ctx context.Context) error {
 	err := r.rotate(ctx)
 	if r.rotateCommand != "" {
 		if err != nil {
-			r.result(r.rotateCommand, false, "rotation failed: "+err.Error())
+			r.result(r.rotateCommand, cmdRotateCertificate, false, "rotation failed: "+err.Error())
 		} else {
-			r.result(r.rotateCommand, true, "certificate rotated; it expires "+r.status.CertificateNotAfter.Format(time.RFC3339))
+			r.result(r.rotateCommand, cmdRotateCertificate, true, "certificate rotated; it expires "+r.status.CertificateNotAfter.Format(time.RFC3339))
 		}
 		r.rotateCommand = ""
 		r.collectNow = true // report the result promptly
@@ -362,10 +448,18 @@ func (r *Reporter) rotate(ctx context.Context) error {
 	return nil
 }
 
+// writeStatus publishes the status. Its state is how sending goes, unless
+// the queue cannot be written: that is said first, as it loses reports.
 func (r *Reporter) writeStatus() {
+	r.observeQueue()
 	r.status.UpdatedAt = time.Now().UTC()
 	r.status.Interval = r.interval.String()
-	if err := WriteStatus(r.opts.Dir, r.status); err != nil {
+	st := r.status
+	st.SendState = st.State
+	if st.QueueError != "" && st.State != StateRefused && st.State != StateStopped {
+		st.State = StateQueueFailing
+	}
+	if err := WriteStatus(r.opts.Dir, st); err != nil {
 		r.log.Warn("write status", "error", err.Error())
 	}
 }

@@ -190,11 +190,12 @@ func (c *Client) Close() {
 	c.hc.CloseIdleConnections()
 }
 
-// Heartbeat delivers reports and returns what the server acknowledged.
-func (c *Client) Heartbeat(ctx context.Context, reports []*agentv1.Report) (*agentv1.HeartbeatResponse, error) {
+// Heartbeat delivers reports (and the queue's current figures) and returns
+// what the server acknowledged.
+func (c *Client) Heartbeat(ctx context.Context, req *agentv1.HeartbeatRequest) (*agentv1.HeartbeatResponse, error) {
 	ctx, cancel := context.WithTimeout(ctx, CallTimeout)
 	defer cancel()
-	resp, err := c.rpc().Heartbeat(ctx, connect.NewRequest(&agentv1.HeartbeatRequest{Reports: reports}))
+	resp, err := c.rpc().Heartbeat(ctx, connect.NewRequest(req))
 	if err != nil {
 		return nil, explain(err)
 	}

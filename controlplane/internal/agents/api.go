@@ -42,6 +42,10 @@ type Agent struct {
 	Interval        int
 	QueueDepth      int64
 	QueueDropped    int64
+	QueueUnqueued   int64
+	QueueErrorKind  *string
+	QueueErrorAt    *time.Time
+	QueueFailing    *time.Time
 	LastSeq         int64
 	FirstSeq        int64
 	ReportsApplied  int64
@@ -61,7 +65,7 @@ const statusSQL = `CASE WHEN a.revoked_at IS NOT NULL THEN 'revoked'
 
 const agentColumns = `a.id, a.machine_id, a.hostname, a.os, a.platform, a.platform_version, a.kernel_version, a.arch, a.agent_version,
 	` + statusSQL + `, a.labels, a.site_id, a.enrolled_at, a.last_seen_at, a.heartbeat_interval_seconds, a.queue_depth, a.queue_dropped,
-	a.last_seq, a.first_seq, a.reports_applied, a.asset_id, a.revoked_at, c.serial, c.fingerprint, c.not_before, c.not_after`
+	a.queue_unqueued, a.queue_error_kind, a.queue_error_at, a.queue_failing_since, a.last_seq, a.first_seq, a.reports_applied, a.asset_id, a.revoked_at, c.serial, c.fingerprint, c.not_before, c.not_after`
 
 const agentFrom = ` FROM agents a LEFT JOIN agent_certificates c
 	ON c.tenant_id = a.tenant_id AND c.agent_id = a.id AND c.state = 'current' AND a.revoked_at IS NULL`
@@ -70,9 +74,10 @@ func scanAgent(row pgx.Row) (Agent, error) {
 	var a Agent
 	err := row.Scan(&a.ID, &a.MachineID, &a.Hostname, &a.OS, &a.Platform, &a.PlatformVersion, &a.KernelVersion, &a.Arch, &a.AgentVersion,
 		&a.Status, &a.Labels, &a.SiteID, &a.EnrolledAt, &a.LastSeenAt, &a.Interval, &a.QueueDepth, &a.QueueDropped,
-		&a.LastSeq, &a.FirstSeq, &a.ReportsApplied, &a.AssetID, &a.RevokedAt, &a.CertSerial, &a.CertFingerprint, &a.CertNotBefore, &a.CertNotAfter)
+		&a.QueueUnqueued, &a.QueueErrorKind, &a.QueueErrorAt, &a.QueueFailing, &a.LastSeq, &a.FirstSeq, &a.ReportsApplied, &a.AssetID, &a.RevokedAt, &a.CertSerial, &a.CertFingerprint, &a.CertNotBefore, &a.CertNotAfter)
 	a.EnrolledAt = a.EnrolledAt.UTC()
 	a.LastSeenAt, a.RevokedAt, a.CertNotBefore, a.CertNotAfter = api.UTC(a.LastSeenAt), api.UTC(a.RevokedAt), api.UTC(a.CertNotBefore), api.UTC(a.CertNotAfter)
+	a.QueueErrorAt, a.QueueFailing = api.UTC(a.QueueErrorAt), api.UTC(a.QueueFailing)
 	return a, err
 }
 
@@ -93,8 +98,14 @@ func (a Agent) toAPI() api.Agent {
 		Id: a.ID, MachineId: a.MachineID, Hostname: a.Hostname, Os: a.OS, Platform: a.Platform, PlatformVersion: a.PlatformVersion,
 		KernelVersion: a.KernelVersion, Arch: a.Arch, AgentVersion: a.AgentVersion, Status: api.AgentStatus(a.Status), Labels: labels,
 		SiteId: a.SiteID, EnrolledAt: a.EnrolledAt, LastSeenAt: a.LastSeenAt, HeartbeatIntervalSeconds: a.Interval,
-		Queue: api.AgentQueue{Depth: a.QueueDepth, Dropped: a.QueueDropped}, AssetId: a.AssetID, RevokedAt: a.RevokedAt,
+		Queue: api.AgentQueueHealth{Depth: a.QueueDepth, Dropped: a.QueueDropped, Unqueued: a.QueueUnqueued,
+			Writable: a.QueueFailing == nil, FailingSince: a.QueueFailing, LastErrorAt: a.QueueErrorAt},
+		AssetId: a.AssetID, RevokedAt: a.RevokedAt,
 		LastSeq: a.LastSeq, FirstSeq: a.FirstSeq, ReportsApplied: a.ReportsApplied,
+	}
+	if a.QueueErrorKind != nil {
+		kind := api.AgentQueueHealthLastErrorKind(*a.QueueErrorKind)
+		out.Queue.LastErrorKind = &kind
 	}
 	if a.CertSerial != nil && a.CertNotBefore != nil && a.CertNotAfter != nil {
 		out.Certificate = &api.AgentCertificate{Serial: *a.CertSerial, Sha256Fingerprint: hex.EncodeToString(a.CertFingerprint),
@@ -243,6 +254,9 @@ func (s *Service) PostAgentHeartbeat(ctx context.Context, req api.PostAgentHeart
 	r := Report{Seq: uint64(b.Seq), At: b.SentAt.UTC(), Facts: factsFromAPI(b.Facts)}
 	if b.Queue != nil {
 		r.Queue = &QueueStats{Depth: b.Queue.Depth, Dropped: b.Queue.Dropped}
+		if b.Queue.Unqueued != nil {
+			r.Queue.Unqueued = *b.Queue.Unqueued
+		}
 	}
 	if b.Observations != nil {
 		r.Counts = len(*b.Observations)
@@ -257,7 +271,7 @@ func (s *Service) PostAgentHeartbeat(ctx context.Context, req api.PostAgentHeart
 			r.Observations = append(r.Observations, x)
 		}
 	}
-	ack, err := s.ingester.Submit(ctx, id, []Report{r}, false)
+	ack, err := s.ingester.Submit(ctx, id, []Report{r}, nil, false)
 	if err != nil {
 		var ie *IdentityError
 		if errors.As(err, &ie) {

@@ -69,6 +69,15 @@ func (a *testAgent) heartbeat(reports ...*agentv1.Report) (*agentv1.HeartbeatRes
 	return resp.Msg, nil
 }
 
+// heartbeatLive is heartbeat with the agent's live queue figures.
+func (a *testAgent) heartbeatLive(queue *agentv1.QueueStats, reports ...*agentv1.Report) (*agentv1.HeartbeatResponse, error) {
+	resp, err := a.rpc().Heartbeat(context.Background(), connect.NewRequest(&agentv1.HeartbeatRequest{Reports: reports, Queue: queue}))
+	if err != nil {
+		return nil, err
+	}
+	return resp.Msg, nil
+}
+
 // agentJSON is the REST view of an agent.
 type agentJSON struct {
 	ID             string            `json:"id"`

@@ -40,7 +40,16 @@ type Report struct {
 
 // QueueStats are the agent's own queue figures.
 type QueueStats struct {
-	Depth, Dropped int64
+	// Dropped counts reports the queue's bound dropped; Unqueued, reports
+	// the agent could not write to its queue at all.
+	Depth, Dropped, Unqueued int64
+	// LastErrorKind (no_space, quota, read_only, io, too_large, other) and
+	// LastErrorAt describe the most recent failed queue write; empty and nil
+	// when the agent reports none.
+	LastErrorKind string
+	LastErrorAt   *time.Time
+	// FailingSince is set while the agent cannot write its queue.
+	FailingSince *time.Time
 }
 
 // CommandResult is the outcome of a command, as the agent reports it.
@@ -80,6 +89,9 @@ type Ingester struct {
 type job struct {
 	id      Identity
 	reports []Report
+	// live are the agent's queue figures as of the call, newer than its
+	// reports'; nil when the call carried none.
+	live *QueueStats
 	// commands: the caller can carry commands back to the agent (the
 	// Connect heartbeat can; the REST heartbeat's answer has no room).
 	commands bool
@@ -139,14 +151,16 @@ func (in *Ingester) work(ctx context.Context) {
 }
 
 // Submit delivers one agent's reports and waits until they are durably
-// applied (or found to be duplicates). With commands, the agent's pending
-// commands are handed over in the Ack; without, they stay queued for a
-// call that can carry them.
-func (in *Ingester) Submit(ctx context.Context, id Identity, reports []Report, commands bool) (Ack, error) {
+// applied (or found to be duplicates). live, when not nil, are the agent's
+// queue figures as of the call: they are stored after (and so over) those
+// of the reports, even when the call carries no report. With commands, the
+// agent's pending commands are handed over in the Ack; without, they stay
+// queued for a call that can carry them.
+func (in *Ingester) Submit(ctx context.Context, id Identity, reports []Report, live *QueueStats, commands bool) (Ack, error) {
 	for i := range reports {
 		reports[i].truncateTimes()
 	}
-	j := &job{id: id, reports: reports, commands: commands, done: make(chan jobResult, 1)}
+	j := &job{id: id, reports: reports, live: live, commands: commands, done: make(chan jobResult, 1)}
 	select {
 	case in.jobs <- j:
 	case <-ctx.Done():
@@ -200,8 +214,9 @@ func (in *Ingester) apply(ctx context.Context, batch []*job) {
 type agentWork struct {
 	id       uuid.UUID
 	hostname string
-	reports  []Report // sorted by seq, distinct
-	commands bool     // some call of the agent's can carry commands
+	reports  []Report    // sorted by seq, distinct
+	live     *QueueStats // the newest call's live queue figures
+	commands bool        // some call of the agent's can carry commands
 }
 
 type agentRow struct {
@@ -224,6 +239,9 @@ func (in *Ingester) applyTenant(ctx context.Context, tenant uuid.UUID, jobs []*j
 			work[j.id.AgentID] = w
 		}
 		w.reports = append(w.reports, j.reports...)
+		if j.live != nil {
+			w.live = j.live
+		}
 		if j.commands && !w.commands {
 			w.commands = true
 			takers = append(takers, j.id.AgentID)
@@ -334,6 +352,9 @@ func (in *Ingester) applyTenant(ctx context.Context, tenant uuid.UUID, jobs []*j
 					}
 					latest, latestHash = rep.Facts, h
 				}
+			}
+			if w.live != nil {
+				queue = w.live
 			}
 			newLast[id] = last
 			if row.neverSeen && last > row.lastSeq {
@@ -505,7 +526,9 @@ func storedFacts(ctx context.Context, tx pgx.Tx, ids []uuid.UUID) (map[uuid.UUID
 // agentUpdate is one multi-row UPDATE of agents.
 type agentUpdate struct {
 	ids                                                   []uuid.UUID
-	lastSeq, firstSeq, applied, depth, dropped            []int64
+	lastSeq, firstSeq, applied, depth, dropped, unqueued  []int64
+	errKind                                               []*string
+	errAt, failingSince                                   []*time.Time
 	hasQueue, changed                                     []bool
 	facts                                                 []string
 	hashes                                                [][]byte
@@ -522,11 +545,19 @@ func (u *agentUpdate) add(id uuid.UUID, last, first, applied int64, q *QueueStat
 	u.lastSeq = append(u.lastSeq, last)
 	u.firstSeq = append(u.firstSeq, first)
 	u.applied = append(u.applied, applied)
-	var depth, dropped int64
+	var depth, dropped, unqueued int64
+	var kind *string
+	var errAt, failingSince *time.Time
 	if q != nil {
-		depth, dropped = q.Depth, q.Dropped
+		depth, dropped, unqueued = q.Depth, q.Dropped, q.Unqueued
+		if q.LastErrorAt != nil && q.LastErrorKind != "" {
+			kind, errAt = &q.LastErrorKind, q.LastErrorAt
+		}
+		failingSince = q.FailingSince
 	}
 	u.depth, u.dropped, u.hasQueue = append(u.depth, depth), append(u.dropped, dropped), append(u.hasQueue, q != nil)
+	u.unqueued, u.errKind = append(u.unqueued, unqueued), append(u.errKind, kind)
+	u.errAt, u.failingSince = append(u.errAt, errAt), append(u.failingSince, failingSince)
 	u.changed = append(u.changed, changed)
 	doc := "{}"
 	var fc Facts
@@ -552,6 +583,12 @@ func (u *agentUpdate) exec(ctx context.Context, tx pgx.Tx) error {
 		       last_seen_at = now(),
 		       queue_depth = CASE WHEN v.has_queue THEN v.depth ELSE a.queue_depth END,
 		       queue_dropped = CASE WHEN v.has_queue THEN v.dropped ELSE a.queue_dropped END,
+		       queue_unqueued = CASE WHEN v.has_queue THEN v.unqueued ELSE a.queue_unqueued END,
+		       -- The last failure is history: an agent that reports none
+		       -- (an older agent, a new queue file) does not erase it.
+		       queue_error_kind = CASE WHEN v.has_queue AND v.error_at IS NOT NULL THEN v.error_kind ELSE a.queue_error_kind END,
+		       queue_error_at = CASE WHEN v.has_queue AND v.error_at IS NOT NULL THEN v.error_at ELSE a.queue_error_at END,
+		       queue_failing_since = CASE WHEN v.has_queue THEN v.failing_since ELSE a.queue_failing_since END,
 		       facts = CASE WHEN v.changed THEN v.facts ELSE a.facts END,
 		       facts_hash = CASE WHEN v.changed THEN v.hash ELSE a.facts_hash END,
 		       hostname = CASE WHEN v.changed AND v.hostname <> '' THEN v.hostname ELSE a.hostname END,
@@ -562,11 +599,14 @@ func (u *agentUpdate) exec(ctx context.Context, tx pgx.Tx) error {
 		       arch = CASE WHEN v.changed THEN v.arch ELSE a.arch END,
 		       agent_version = CASE WHEN v.changed THEN v.agent_version ELSE a.agent_version END
 		  FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bool[], $6::bool[], $7::jsonb[], $8::bytea[],
-		              $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::bigint[], $17::bigint[])
-		       AS v(id, last_seq, depth, dropped, has_queue, changed, facts, hash, hostname, os, platform, platform_version, kernel, arch, agent_version, applied, first_seq)
+		              $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::bigint[], $17::bigint[],
+		              $18::bigint[], $19::text[], $20::timestamptz[], $21::timestamptz[])
+		       AS v(id, last_seq, depth, dropped, has_queue, changed, facts, hash, hostname, os, platform, platform_version, kernel, arch, agent_version, applied, first_seq,
+		            unqueued, error_kind, error_at, failing_since)
 		 WHERE a.id = v.id`,
 		db.UUIDs(u.ids), u.lastSeq, u.depth, u.dropped, u.hasQueue, u.changed, u.facts, u.hashes,
-		u.hostname, u.os, u.platform, u.platformVersion, u.kernel, u.arch, u.agentVersion, u.applied, u.firstSeq)
+		u.hostname, u.os, u.platform, u.platformVersion, u.kernel, u.arch, u.agentVersion, u.applied, u.firstSeq,
+		u.unqueued, u.errKind, u.errAt, u.failingSince)
 	if err != nil {
 		return fmt.Errorf("update agents: %w", err)
 	}

@@ -9,11 +9,13 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/edgeward/edgeward/controlplane/internal/audit"
 	"github.com/edgeward/edgeward/controlplane/internal/db"
@@ -135,13 +137,11 @@ func (s *Service) Heartbeat(ctx context.Context, req *connect.Request[agentv1.He
 			}
 			r.CommandResults = append(r.CommandResults, CommandResult{ID: id, Succeeded: cr.GetSucceeded(), Summary: cr.GetSummary(), CompletedAt: at})
 		}
-		if q := m.GetQueue(); q != nil {
-			r.Queue = &QueueStats{Depth: clampInt64(q.GetDepth()), Dropped: clampInt64(q.GetDropped())}
-		}
+		r.Queue = queueFromProto(m.GetQueue())
 		r.factsHash()
 		reports = append(reports, r)
 	}
-	ack, err := s.ingester.Submit(ctx, id, reports, true)
+	ack, err := s.ingester.Submit(ctx, id, reports, queueFromProto(req.Msg.GetQueue()), true)
 	if err != nil {
 		return nil, s.rpcError(err)
 	}
@@ -215,4 +215,44 @@ func (s *Service) RotateCertificate(ctx context.Context, req *connect.Request[ag
 	return connect.NewResponse(&agentv1.RotateCertificateResponse{
 		CertificateDer: cert.Raw, CaCertificatesDer: [][]byte{s.cfg.CA.Cert.Raw}, HeartbeatInterval: durationpb.New(id.Interval),
 	}), nil
+}
+
+// queueFromProto reads an agent's queue figures. Counts past int64 are
+// clamped and timestamps a timestamptz cannot hold are left out, so a
+// garbled figure cannot fail the heartbeat that carries it.
+func queueFromProto(q *agentv1.QueueStats) *QueueStats {
+	if q == nil {
+		return nil
+	}
+	at := func(ts *timestamppb.Timestamp) *time.Time {
+		if ts == nil || ts.CheckValid() != nil {
+			return nil
+		}
+		t := ts.AsTime().UTC().Truncate(time.Microsecond)
+		return &t
+	}
+	out := &QueueStats{Depth: clampInt64(q.GetDepth()), Dropped: clampInt64(q.GetDropped()), Unqueued: clampInt64(q.GetUnqueued()),
+		LastErrorAt: at(q.GetLastErrorAt()), FailingSince: at(q.GetFailingSince())}
+	if out.LastErrorAt != nil {
+		out.LastErrorKind = queueErrorKind(q.GetLastErrorKind())
+	}
+	return out
+}
+
+// queueErrorKind is the stored (and REST) name of a queue error kind; an
+// unknown or unspecified kind is "other".
+func queueErrorKind(k agentv1.QueueErrorKind) string {
+	switch k {
+	case agentv1.QueueErrorKind_QUEUE_ERROR_KIND_NO_SPACE:
+		return "no_space"
+	case agentv1.QueueErrorKind_QUEUE_ERROR_KIND_QUOTA:
+		return "quota"
+	case agentv1.QueueErrorKind_QUEUE_ERROR_KIND_READ_ONLY:
+		return "read_only"
+	case agentv1.QueueErrorKind_QUEUE_ERROR_KIND_IO:
+		return "io"
+	case agentv1.QueueErrorKind_QUEUE_ERROR_KIND_TOO_LARGE:
+		return "too_large"
+	}
+	return "other"
 }

@@ -20,6 +20,36 @@ import (
 	openapi_types "github.com/oapi-codegen/runtime/types"
 )
 
+// Defines values for AgentQueueHealthLastErrorKind.
+const (
+	Io       AgentQueueHealthLastErrorKind = "io"
+	NoSpace  AgentQueueHealthLastErrorKind = "no_space"
+	Other    AgentQueueHealthLastErrorKind = "other"
+	Quota    AgentQueueHealthLastErrorKind = "quota"
+	ReadOnly AgentQueueHealthLastErrorKind = "read_only"
+	TooLarge AgentQueueHealthLastErrorKind = "too_large"
+)
+
+// Valid indicates whether the value is a known member of the AgentQueueHealthLastErrorKind enum.
+func (e AgentQueueHealthLastErrorKind) Valid() bool {
+	switch e {
+	case Io:
+		return true
+	case NoSpace:
+		return true
+	case Other:
+		return true
+	case Quota:
+		return true
+	case ReadOnly:
+		return true
+	case TooLarge:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for AgentStatus.
 const (
 	AgentStatusActive  AgentStatus = "active"
@@ -789,10 +819,10 @@ type Agent struct {
 	Platform        string `json:"platform"`
 	PlatformVersion string `json:"platform_version"`
 
-	// Queue The agent's own figures about its durable queue, as of its last heartbeat.
-	Queue AgentQueue `json:"queue"`
+	// Queue The agent's own figures about its durable queue, as of its last heartbeat. `dropped` and `unqueued` are the two ways reports are lost before they are sent: the queue's size bound dropped them, or the agent could not write them to its queue at all (a full disk). Unqueued reports never got a sequence number, so `reports_applied` cannot show the gap; this count does.
+	Queue AgentQueueHealth `json:"queue"`
 
-	// ReportsApplied Reports applied since the last enrollment. Agents number reports contiguously, so `reports_applied = last_seq - first_seq + 1` means every report arrived exactly once and in order (unless the agent's queue reported drops).
+	// ReportsApplied Reports applied since the last enrollment. Agents number reports contiguously, so `reports_applied = last_seq - first_seq + 1` means every report arrived exactly once and in order (unless the agent's queue reported drops). Reports the agent could not queue at all never got a sequence number: `queue.unqueued` counts them.
 	ReportsApplied int64               `json:"reports_applied"`
 	RevokedAt      *time.Time          `json:"revoked_at"`
 	SiteId         *openapi_types.UUID `json:"site_id"`
@@ -815,11 +845,43 @@ type AgentList struct {
 	NextCursor *string `json:"next_cursor"`
 }
 
-// AgentQueue The agent's own figures about its durable queue, as of its last heartbeat.
+// AgentQueue The agent's own figures about its durable queue, as it sends them with a heartbeat.
 type AgentQueue struct {
-	Depth   int64 `json:"depth"`
+	Depth int64 `json:"depth"`
+
+	// Dropped Reports the queue's size bound dropped (the oldest first), over the queue's life.
 	Dropped int64 `json:"dropped"`
+
+	// Unqueued Reports the agent could not write to its queue at all (a full disk, an I/O error), over the queue's life. 0 when absent.
+	Unqueued *int64 `json:"unqueued,omitempty"`
 }
+
+// AgentQueueHealth The agent's own figures about its durable queue, as of its last heartbeat. `dropped` and `unqueued` are the two ways reports are lost before they are sent: the queue's size bound dropped them, or the agent could not write them to its queue at all (a full disk). Unqueued reports never got a sequence number, so `reports_applied` cannot show the gap; this count does.
+type AgentQueueHealth struct {
+	// Depth Reports waiting in the agent's queue.
+	Depth int64 `json:"depth"`
+
+	// Dropped Reports the queue's size bound dropped (the oldest first), over the queue's life.
+	Dropped int64 `json:"dropped"`
+
+	// FailingSince When the agent's current run of failed queue writes began (agent clock); null while `writable`.
+	FailingSince *time.Time `json:"failing_since"`
+
+	// LastErrorAt When the most recent queue write failed (agent clock); null when it never failed.
+	LastErrorAt *time.Time `json:"last_error_at"`
+
+	// LastErrorKind Why the most recent queue write failed: no_space (the file system is full), quota (a disk quota), read_only (a read-only file system), io (a device error), too_large (one report exceeded the queue's byte bound), other. Kept after the agent recovered; null when it never failed.
+	LastErrorKind *AgentQueueHealthLastErrorKind `json:"last_error_kind"`
+
+	// Unqueued Reports the agent could not write to its queue, over the queue's life.
+	Unqueued int64 `json:"unqueued"`
+
+	// Writable False while the agent says it cannot write its queue: its new reports are lost (and counted in `unqueued`) until it can. True again once it has written one.
+	Writable bool `json:"writable"`
+}
+
+// AgentQueueHealthLastErrorKind Why the most recent queue write failed: no_space (the file system is full), quota (a disk quota), read_only (a read-only file system), io (a device error), too_large (one report exceeded the queue's byte bound), other. Kept after the agent recovered; null when it never failed.
+type AgentQueueHealthLastErrorKind string
 
 // AgentRevoke defines model for AgentRevoke.
 type AgentRevoke struct {
@@ -1784,7 +1846,7 @@ type Heartbeat struct {
 	Facts        *HostFacts             `json:"facts,omitempty"`
 	Observations *[]NeighborObservation `json:"observations,omitempty"`
 
-	// Queue The agent's own figures about its durable queue, as of its last heartbeat.
+	// Queue The agent's own figures about its durable queue, as it sends them with a heartbeat.
 	Queue  *AgentQueue `json:"queue,omitempty"`
 	SentAt time.Time   `json:"sent_at"`
 

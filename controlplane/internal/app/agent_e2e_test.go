@@ -130,7 +130,11 @@ type agentView struct {
 	ReportsApplied int64  `json:"reports_applied"`
 	AssetID        string `json:"asset_id"`
 	Queue          struct {
-		Dropped int64 `json:"dropped"`
+		Dropped       int64   `json:"dropped"`
+		Unqueued      int64   `json:"unqueued"`
+		Writable      bool    `json:"writable"`
+		FailingSince  *string `json:"failing_since"`
+		LastErrorKind *string `json:"last_error_kind"`
 	} `json:"queue"`
 	Certificate *struct {
 		Serial string `json:"serial"`
@@ -373,4 +377,74 @@ func TestAgentRotationRecoversFromACrashAtEachStep(t *testing.T) {
 	_, body := cp.api("GET", "/api/v1/audit/events?action=agent.certificate_rotated&limit=200", nil)
 	require.NoError(t, json.Unmarshal(body, &events))
 	assert.GreaterOrEqual(t, len(events.Items), 4, "a completed rotation after each crash")
+}
+
+// TestAgentFullDiskIsSeenAndCounted: the real agent's queue cannot be
+// written (its writes fail with ENOSPC while a marker file exists, as on a
+// full disk). Its status says so with the error and since when; the
+// control plane's agent detail shows the queue not writable and the count
+// of lost reports; once space returns both clear by themselves, the count
+// stays, and no sequence number was skipped.
+func TestAgentFullDiskIsSeenAndCounted(t *testing.T) {
+	t.Parallel() // its own database, ports and directories
+	cp := newControlPlane(t, "--agent-heartbeat-interval", "1s")
+	_, token := cp.enrollmentToken(map[string]any{"name": "full disk"})
+	dir := agentDir(t)
+	out, errOut, code := runProgram(t, agentBinary, nil, "enroll", "--server", cp.url(), "--token", token, "--state-dir", dir)
+	require.Equal(t, 0, code, "%s%s", out, errOut)
+	assert.Contains(t, out, "edgeward-agent install --state-dir "+dir+" && edgeward-agent start", "the hints carry the state directory")
+	assert.Contains(t, out, "edgeward-agent run --state-dir "+dir+"\n")
+	var cfg struct {
+		AgentID string `json:"agent_id"`
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(b, &cfg))
+	agentID := cfg.AgentID
+
+	full := filepath.Join(t.TempDir(), "disk-full")
+	ag := startProgram(t, agentBinary, []string{"EDGEWARD_AGENT_TEST_QUEUE_FULL=" + full}, "run", "--state-dir", dir)
+	eventually(t, 30*time.Second, "two heartbeats", func() bool { return cp.agent(agentID).ReportsApplied >= 2 })
+	a := cp.agent(agentID)
+	assert.True(t, a.Queue.Writable)
+	assert.Zero(t, a.Queue.Unqueued)
+
+	// The disk fills.
+	require.NoError(t, os.WriteFile(full, nil, 0o600))
+	eventually(t, 30*time.Second, "the control plane to see the queue failing", func() bool {
+		a := cp.agent(agentID)
+		return !a.Queue.Writable && a.Queue.Unqueued >= 2
+	})
+	a = cp.agent(agentID)
+	require.NotNil(t, a.Queue.FailingSince)
+	require.NotNil(t, a.Queue.LastErrorKind)
+	assert.Equal(t, "no_space", *a.Queue.LastErrorKind)
+	assert.Equal(t, "active", a.Status, "the agent keeps calling")
+	eventually(t, 30*time.Second, "the agent's status to say so", func() bool { return readAgentStatus(t, dir).State == "queue_failing" })
+	out, _, code = runProgram(t, agentBinary, nil, "status", "--state-dir", dir)
+	require.Equal(t, 0, code, out)
+	assert.Contains(t, out, "State:        QUEUE NOT WRITABLE since ")
+	assert.Contains(t, out, "queue: append: write "+filepath.Join(dir, "queue.db")+": no space left on device")
+	assert.Contains(t, out, "Sending:      ok")
+	assert.Contains(t, ag.stderr.String(), "the queue cannot be written")
+	lost := cp.agent(agentID).Queue.Unqueued
+
+	// Space returns: both sides recover by themselves.
+	require.NoError(t, os.Remove(full))
+	eventually(t, 30*time.Second, "the control plane to see the queue writable", func() bool { return cp.agent(agentID).Queue.Writable })
+	eventually(t, 30*time.Second, "the agent's status to recover", func() bool { return readAgentStatus(t, dir).State == "ok" })
+	a = cp.agent(agentID)
+	assert.GreaterOrEqual(t, a.Queue.Unqueued, lost, "the count stays")
+	assert.Nil(t, a.Queue.FailingSince)
+	require.NotNil(t, a.Queue.LastErrorKind)
+	assert.Equal(t, "no_space", *a.Queue.LastErrorKind)
+	inOrderExactlyOnce(t, a)
+	out, _, _ = runProgram(t, agentBinary, nil, "status", "--state-dir", dir)
+	assert.Contains(t, out, "State:        ok")
+	assert.NotContains(t, out, "NOT WRITABLE")
+	assert.Contains(t, out, "not queued (last write failure: no_space at ")
+
+	ag.stop(t)
+	assert.Contains(t, ag.stderr.String(), `msg="agent stopping" reason="signal SIGTERM"`)
+	assert.Contains(t, ag.stderr.String(), "the queue can be written again")
 }

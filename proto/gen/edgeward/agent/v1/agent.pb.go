@@ -30,6 +30,73 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// QueueErrorKind says why the agent could not write its queue.
+type QueueErrorKind int32
+
+const (
+	QueueErrorKind_QUEUE_ERROR_KIND_UNSPECIFIED QueueErrorKind = 0
+	// The file system is full (ENOSPC, ERROR_DISK_FULL).
+	QueueErrorKind_QUEUE_ERROR_KIND_NO_SPACE QueueErrorKind = 1
+	// A disk quota is exhausted (EDQUOT).
+	QueueErrorKind_QUEUE_ERROR_KIND_QUOTA QueueErrorKind = 2
+	// The file system is read-only (EROFS).
+	QueueErrorKind_QUEUE_ERROR_KIND_READ_ONLY QueueErrorKind = 3
+	// The device reported an I/O error (EIO).
+	QueueErrorKind_QUEUE_ERROR_KIND_IO QueueErrorKind = 4
+	// One report was larger than the queue's byte bound.
+	QueueErrorKind_QUEUE_ERROR_KIND_TOO_LARGE QueueErrorKind = 5
+	QueueErrorKind_QUEUE_ERROR_KIND_OTHER     QueueErrorKind = 6
+)
+
+// Enum value maps for QueueErrorKind.
+var (
+	QueueErrorKind_name = map[int32]string{
+		0: "QUEUE_ERROR_KIND_UNSPECIFIED",
+		1: "QUEUE_ERROR_KIND_NO_SPACE",
+		2: "QUEUE_ERROR_KIND_QUOTA",
+		3: "QUEUE_ERROR_KIND_READ_ONLY",
+		4: "QUEUE_ERROR_KIND_IO",
+		5: "QUEUE_ERROR_KIND_TOO_LARGE",
+		6: "QUEUE_ERROR_KIND_OTHER",
+	}
+	QueueErrorKind_value = map[string]int32{
+		"QUEUE_ERROR_KIND_UNSPECIFIED": 0,
+		"QUEUE_ERROR_KIND_NO_SPACE":    1,
+		"QUEUE_ERROR_KIND_QUOTA":       2,
+		"QUEUE_ERROR_KIND_READ_ONLY":   3,
+		"QUEUE_ERROR_KIND_IO":          4,
+		"QUEUE_ERROR_KIND_TOO_LARGE":   5,
+		"QUEUE_ERROR_KIND_OTHER":       6,
+	}
+)
+
+func (x QueueErrorKind) Enum() *QueueErrorKind {
+	p := new(QueueErrorKind)
+	*p = x
+	return p
+}
+
+func (x QueueErrorKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (QueueErrorKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_edgeward_agent_v1_agent_proto_enumTypes[0].Descriptor()
+}
+
+func (QueueErrorKind) Type() protoreflect.EnumType {
+	return &file_edgeward_agent_v1_agent_proto_enumTypes[0]
+}
+
+func (x QueueErrorKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use QueueErrorKind.Descriptor instead.
+func (QueueErrorKind) EnumDescriptor() ([]byte, []int) {
+	return file_edgeward_agent_v1_agent_proto_rawDescGZIP(), []int{0}
+}
+
 // CommandType lists the only commands an agent runs: built-in and safe,
 // never arbitrary execution.
 type CommandType int32
@@ -71,11 +138,11 @@ func (x CommandType) String() string {
 }
 
 func (CommandType) Descriptor() protoreflect.EnumDescriptor {
-	return file_edgeward_agent_v1_agent_proto_enumTypes[0].Descriptor()
+	return file_edgeward_agent_v1_agent_proto_enumTypes[1].Descriptor()
 }
 
 func (CommandType) Type() protoreflect.EnumType {
-	return &file_edgeward_agent_v1_agent_proto_enumTypes[0]
+	return &file_edgeward_agent_v1_agent_proto_enumTypes[1]
 }
 
 func (x CommandType) Number() protoreflect.EnumNumber {
@@ -84,7 +151,7 @@ func (x CommandType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CommandType.Descriptor instead.
 func (CommandType) EnumDescriptor() ([]byte, []int) {
-	return file_edgeward_agent_v1_agent_proto_rawDescGZIP(), []int{0}
+	return file_edgeward_agent_v1_agent_proto_rawDescGZIP(), []int{1}
 }
 
 // HostFacts describe the machine an agent runs on.
@@ -766,7 +833,19 @@ type QueueStats struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Depth uint64                 `protobuf:"varint,1,opt,name=depth,proto3" json:"depth,omitempty"`
 	// Reports dropped because the queue reached its bound.
-	Dropped       uint64 `protobuf:"varint,2,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	Dropped uint64 `protobuf:"varint,2,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	// Reports the agent could not write to its queue at all (a full disk, an
+	// I/O error, a read-only file system), over the queue file's life. They
+	// were never sent and never got a sequence number, so this count is the
+	// only trace of them.
+	Unqueued uint64 `protobuf:"varint,3,opt,name=unqueued,proto3" json:"unqueued,omitempty"`
+	// The most recent failure to write the queue, if there ever was one.
+	LastErrorKind QueueErrorKind         `protobuf:"varint,4,opt,name=last_error_kind,json=lastErrorKind,proto3,enum=edgeward.agent.v1.QueueErrorKind" json:"last_error_kind,omitempty"`
+	LastErrorAt   *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=last_error_at,json=lastErrorAt,proto3" json:"last_error_at,omitempty"`
+	// Set while the agent cannot write its queue: when the current run of
+	// failures began. Absent once a write succeeded again, and always absent
+	// in a queued report (it was written).
+	FailingSince  *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=failing_since,json=failingSince,proto3" json:"failing_since,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -815,9 +894,43 @@ func (x *QueueStats) GetDropped() uint64 {
 	return 0
 }
 
+func (x *QueueStats) GetUnqueued() uint64 {
+	if x != nil {
+		return x.Unqueued
+	}
+	return 0
+}
+
+func (x *QueueStats) GetLastErrorKind() QueueErrorKind {
+	if x != nil {
+		return x.LastErrorKind
+	}
+	return QueueErrorKind_QUEUE_ERROR_KIND_UNSPECIFIED
+}
+
+func (x *QueueStats) GetLastErrorAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastErrorAt
+	}
+	return nil
+}
+
+func (x *QueueStats) GetFailingSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FailingSince
+	}
+	return nil
+}
+
 type HeartbeatRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Reports       []*Report              `protobuf:"bytes,1,rep,name=reports,proto3" json:"reports,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Reports []*Report              `protobuf:"bytes,1,rep,name=reports,proto3" json:"reports,omitempty"`
+	// The agent's queue figures as of this call, newer than those of any
+	// report in it; the control plane keeps these. An agent that cannot write
+	// its queue has no new reports to send, so it sends heartbeats with no
+	// reports and these figures, and the control plane sees the condition
+	// while it lasts.
+	Queue         *QueueStats `protobuf:"bytes,2,opt,name=queue,proto3" json:"queue,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -855,6 +968,13 @@ func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
 func (x *HeartbeatRequest) GetReports() []*Report {
 	if x != nil {
 		return x.Reports
+	}
+	return nil
+}
+
+func (x *HeartbeatRequest) GetQueue() *QueueStats {
+	if x != nil {
+		return x.Queue
 	}
 	return nil
 }
@@ -1293,13 +1413,18 @@ const file_edgeward_agent_v1_agent_proto_rawDesc = "" +
 	"\x05state\x18\x04 \x01(\tR\x05state\x12>\n" +
 	"\rfirst_seen_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vfirstSeenAt\x12<\n" +
 	"\flast_seen_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"lastSeenAt\"<\n" +
+	"lastSeenAt\"\xa4\x02\n" +
 	"\n" +
 	"QueueStats\x12\x14\n" +
 	"\x05depth\x18\x01 \x01(\x04R\x05depth\x12\x18\n" +
-	"\adropped\x18\x02 \x01(\x04R\adropped\"G\n" +
+	"\adropped\x18\x02 \x01(\x04R\adropped\x12\x1a\n" +
+	"\bunqueued\x18\x03 \x01(\x04R\bunqueued\x12I\n" +
+	"\x0flast_error_kind\x18\x04 \x01(\x0e2!.edgeward.agent.v1.QueueErrorKindR\rlastErrorKind\x12>\n" +
+	"\rlast_error_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vlastErrorAt\x12?\n" +
+	"\rfailing_since\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\ffailingSince\"|\n" +
 	"\x10HeartbeatRequest\x123\n" +
-	"\areports\x18\x01 \x03(\v2\x19.edgeward.agent.v1.ReportR\areports\"\xec\x01\n" +
+	"\areports\x18\x01 \x03(\v2\x19.edgeward.agent.v1.ReportR\areports\x123\n" +
+	"\x05queue\x18\x02 \x01(\v2\x1d.edgeward.agent.v1.QueueStatsR\x05queue\"\xec\x01\n" +
 	"\x11HeartbeatResponse\x12\x1d\n" +
 	"\n" +
 	"acked_seqs\x18\x01 \x03(\x04R\tackedSeqs\x12>\n" +
@@ -1324,7 +1449,15 @@ const file_edgeward_agent_v1_agent_proto_rawDesc = "" +
 	"\x19RotateCertificateResponse\x12'\n" +
 	"\x0fcertificate_der\x18\x01 \x01(\fR\x0ecertificateDer\x12.\n" +
 	"\x13ca_certificates_der\x18\x02 \x03(\fR\x11caCertificatesDer\x12H\n" +
-	"\x12heartbeat_interval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval*\x90\x01\n" +
+	"\x12heartbeat_interval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval*\xe2\x01\n" +
+	"\x0eQueueErrorKind\x12 \n" +
+	"\x1cQUEUE_ERROR_KIND_UNSPECIFIED\x10\x00\x12\x1d\n" +
+	"\x19QUEUE_ERROR_KIND_NO_SPACE\x10\x01\x12\x1a\n" +
+	"\x16QUEUE_ERROR_KIND_QUOTA\x10\x02\x12\x1e\n" +
+	"\x1aQUEUE_ERROR_KIND_READ_ONLY\x10\x03\x12\x17\n" +
+	"\x13QUEUE_ERROR_KIND_IO\x10\x04\x12\x1e\n" +
+	"\x1aQUEUE_ERROR_KIND_TOO_LARGE\x10\x05\x12\x1a\n" +
+	"\x16QUEUE_ERROR_KIND_OTHER\x10\x06*\x90\x01\n" +
 	"\vCommandType\x12\x1c\n" +
 	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aCOMMAND_TYPE_REFRESH_FACTS\x10\x01\x12\x1e\n" +
@@ -1350,60 +1483,65 @@ func file_edgeward_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_edgeward_agent_v1_agent_proto_rawDescData
 }
 
-var file_edgeward_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_edgeward_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_edgeward_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_edgeward_agent_v1_agent_proto_goTypes = []any{
-	(CommandType)(0),                  // 0: edgeward.agent.v1.CommandType
-	(*HostFacts)(nil),                 // 1: edgeward.agent.v1.HostFacts
-	(*NetworkInterface)(nil),          // 2: edgeward.agent.v1.NetworkInterface
-	(*Disk)(nil),                      // 3: edgeward.agent.v1.Disk
-	(*EnrollRequest)(nil),             // 4: edgeward.agent.v1.EnrollRequest
-	(*EnrollResponse)(nil),            // 5: edgeward.agent.v1.EnrollResponse
-	(*Report)(nil),                    // 6: edgeward.agent.v1.Report
-	(*NeighborObservation)(nil),       // 7: edgeward.agent.v1.NeighborObservation
-	(*QueueStats)(nil),                // 8: edgeward.agent.v1.QueueStats
-	(*HeartbeatRequest)(nil),          // 9: edgeward.agent.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),         // 10: edgeward.agent.v1.HeartbeatResponse
-	(*DiscoveryPolicy)(nil),           // 11: edgeward.agent.v1.DiscoveryPolicy
-	(*Command)(nil),                   // 12: edgeward.agent.v1.Command
-	(*CommandResult)(nil),             // 13: edgeward.agent.v1.CommandResult
-	(*RotateCertificateRequest)(nil),  // 14: edgeward.agent.v1.RotateCertificateRequest
-	(*RotateCertificateResponse)(nil), // 15: edgeward.agent.v1.RotateCertificateResponse
-	(*timestamppb.Timestamp)(nil),     // 16: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),       // 17: google.protobuf.Duration
+	(QueueErrorKind)(0),               // 0: edgeward.agent.v1.QueueErrorKind
+	(CommandType)(0),                  // 1: edgeward.agent.v1.CommandType
+	(*HostFacts)(nil),                 // 2: edgeward.agent.v1.HostFacts
+	(*NetworkInterface)(nil),          // 3: edgeward.agent.v1.NetworkInterface
+	(*Disk)(nil),                      // 4: edgeward.agent.v1.Disk
+	(*EnrollRequest)(nil),             // 5: edgeward.agent.v1.EnrollRequest
+	(*EnrollResponse)(nil),            // 6: edgeward.agent.v1.EnrollResponse
+	(*Report)(nil),                    // 7: edgeward.agent.v1.Report
+	(*NeighborObservation)(nil),       // 8: edgeward.agent.v1.NeighborObservation
+	(*QueueStats)(nil),                // 9: edgeward.agent.v1.QueueStats
+	(*HeartbeatRequest)(nil),          // 10: edgeward.agent.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),         // 11: edgeward.agent.v1.HeartbeatResponse
+	(*DiscoveryPolicy)(nil),           // 12: edgeward.agent.v1.DiscoveryPolicy
+	(*Command)(nil),                   // 13: edgeward.agent.v1.Command
+	(*CommandResult)(nil),             // 14: edgeward.agent.v1.CommandResult
+	(*RotateCertificateRequest)(nil),  // 15: edgeward.agent.v1.RotateCertificateRequest
+	(*RotateCertificateResponse)(nil), // 16: edgeward.agent.v1.RotateCertificateResponse
+	(*timestamppb.Timestamp)(nil),     // 17: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 18: google.protobuf.Duration
 }
 var file_edgeward_agent_v1_agent_proto_depIdxs = []int32{
-	2,  // 0: edgeward.agent.v1.HostFacts.interfaces:type_name -> edgeward.agent.v1.NetworkInterface
-	16, // 1: edgeward.agent.v1.HostFacts.boot_time:type_name -> google.protobuf.Timestamp
-	17, // 2: edgeward.agent.v1.HostFacts.uptime:type_name -> google.protobuf.Duration
-	3,  // 3: edgeward.agent.v1.HostFacts.disks:type_name -> edgeward.agent.v1.Disk
-	1,  // 4: edgeward.agent.v1.EnrollRequest.facts:type_name -> edgeward.agent.v1.HostFacts
-	17, // 5: edgeward.agent.v1.EnrollResponse.heartbeat_interval:type_name -> google.protobuf.Duration
-	16, // 6: edgeward.agent.v1.Report.created_at:type_name -> google.protobuf.Timestamp
-	1,  // 7: edgeward.agent.v1.Report.facts:type_name -> edgeward.agent.v1.HostFacts
-	7,  // 8: edgeward.agent.v1.Report.observations:type_name -> edgeward.agent.v1.NeighborObservation
-	8,  // 9: edgeward.agent.v1.Report.queue:type_name -> edgeward.agent.v1.QueueStats
-	13, // 10: edgeward.agent.v1.Report.command_results:type_name -> edgeward.agent.v1.CommandResult
-	16, // 11: edgeward.agent.v1.NeighborObservation.first_seen_at:type_name -> google.protobuf.Timestamp
-	16, // 12: edgeward.agent.v1.NeighborObservation.last_seen_at:type_name -> google.protobuf.Timestamp
-	6,  // 13: edgeward.agent.v1.HeartbeatRequest.reports:type_name -> edgeward.agent.v1.Report
-	17, // 14: edgeward.agent.v1.HeartbeatResponse.next_interval:type_name -> google.protobuf.Duration
-	11, // 15: edgeward.agent.v1.HeartbeatResponse.discovery:type_name -> edgeward.agent.v1.DiscoveryPolicy
-	12, // 16: edgeward.agent.v1.HeartbeatResponse.commands:type_name -> edgeward.agent.v1.Command
-	0,  // 17: edgeward.agent.v1.Command.type:type_name -> edgeward.agent.v1.CommandType
-	16, // 18: edgeward.agent.v1.CommandResult.completed_at:type_name -> google.protobuf.Timestamp
-	17, // 19: edgeward.agent.v1.RotateCertificateResponse.heartbeat_interval:type_name -> google.protobuf.Duration
-	4,  // 20: edgeward.agent.v1.EnrollmentService.Enroll:input_type -> edgeward.agent.v1.EnrollRequest
-	9,  // 21: edgeward.agent.v1.AgentService.Heartbeat:input_type -> edgeward.agent.v1.HeartbeatRequest
-	14, // 22: edgeward.agent.v1.AgentService.RotateCertificate:input_type -> edgeward.agent.v1.RotateCertificateRequest
-	5,  // 23: edgeward.agent.v1.EnrollmentService.Enroll:output_type -> edgeward.agent.v1.EnrollResponse
-	10, // 24: edgeward.agent.v1.AgentService.Heartbeat:output_type -> edgeward.agent.v1.HeartbeatResponse
-	15, // 25: edgeward.agent.v1.AgentService.RotateCertificate:output_type -> edgeward.agent.v1.RotateCertificateResponse
-	23, // [23:26] is the sub-list for method output_type
-	20, // [20:23] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	3,  // 0: edgeward.agent.v1.HostFacts.interfaces:type_name -> edgeward.agent.v1.NetworkInterface
+	17, // 1: edgeward.agent.v1.HostFacts.boot_time:type_name -> google.protobuf.Timestamp
+	18, // 2: edgeward.agent.v1.HostFacts.uptime:type_name -> google.protobuf.Duration
+	4,  // 3: edgeward.agent.v1.HostFacts.disks:type_name -> edgeward.agent.v1.Disk
+	2,  // 4: edgeward.agent.v1.EnrollRequest.facts:type_name -> edgeward.agent.v1.HostFacts
+	18, // 5: edgeward.agent.v1.EnrollResponse.heartbeat_interval:type_name -> google.protobuf.Duration
+	17, // 6: edgeward.agent.v1.Report.created_at:type_name -> google.protobuf.Timestamp
+	2,  // 7: edgeward.agent.v1.Report.facts:type_name -> edgeward.agent.v1.HostFacts
+	8,  // 8: edgeward.agent.v1.Report.observations:type_name -> edgeward.agent.v1.NeighborObservation
+	9,  // 9: edgeward.agent.v1.Report.queue:type_name -> edgeward.agent.v1.QueueStats
+	14, // 10: edgeward.agent.v1.Report.command_results:type_name -> edgeward.agent.v1.CommandResult
+	17, // 11: edgeward.agent.v1.NeighborObservation.first_seen_at:type_name -> google.protobuf.Timestamp
+	17, // 12: edgeward.agent.v1.NeighborObservation.last_seen_at:type_name -> google.protobuf.Timestamp
+	0,  // 13: edgeward.agent.v1.QueueStats.last_error_kind:type_name -> edgeward.agent.v1.QueueErrorKind
+	17, // 14: edgeward.agent.v1.QueueStats.last_error_at:type_name -> google.protobuf.Timestamp
+	17, // 15: edgeward.agent.v1.QueueStats.failing_since:type_name -> google.protobuf.Timestamp
+	7,  // 16: edgeward.agent.v1.HeartbeatRequest.reports:type_name -> edgeward.agent.v1.Report
+	9,  // 17: edgeward.agent.v1.HeartbeatRequest.queue:type_name -> edgeward.agent.v1.QueueStats
+	18, // 18: edgeward.agent.v1.HeartbeatResponse.next_interval:type_name -> google.protobuf.Duration
+	12, // 19: edgeward.agent.v1.HeartbeatResponse.discovery:type_name -> edgeward.agent.v1.DiscoveryPolicy
+	13, // 20: edgeward.agent.v1.HeartbeatResponse.commands:type_name -> edgeward.agent.v1.Command
+	1,  // 21: edgeward.agent.v1.Command.type:type_name -> edgeward.agent.v1.CommandType
+	17, // 22: edgeward.agent.v1.CommandResult.completed_at:type_name -> google.protobuf.Timestamp
+	18, // 23: edgeward.agent.v1.RotateCertificateResponse.heartbeat_interval:type_name -> google.protobuf.Duration
+	5,  // 24: edgeward.agent.v1.EnrollmentService.Enroll:input_type -> edgeward.agent.v1.EnrollRequest
+	10, // 25: edgeward.agent.v1.AgentService.Heartbeat:input_type -> edgeward.agent.v1.HeartbeatRequest
+	15, // 26: edgeward.agent.v1.AgentService.RotateCertificate:input_type -> edgeward.agent.v1.RotateCertificateRequest
+	6,  // 27: edgeward.agent.v1.EnrollmentService.Enroll:output_type -> edgeward.agent.v1.EnrollResponse
+	11, // 28: edgeward.agent.v1.AgentService.Heartbeat:output_type -> edgeward.agent.v1.HeartbeatResponse
+	16, // 29: edgeward.agent.v1.AgentService.RotateCertificate:output_type -> edgeward.agent.v1.RotateCertificateResponse
+	27, // [27:30] is the sub-list for method output_type
+	24, // [24:27] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_edgeward_agent_v1_agent_proto_init() }
@@ -1416,7 +1554,7 @@ func file_edgeward_agent_v1_agent_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_edgeward_agent_v1_agent_proto_rawDesc), len(file_edgeward_agent_v1_agent_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   2,
