@@ -597,9 +597,13 @@ func pickSubcommand(ctx context.Context, group string, subs []string, args []str
 	if len(args) == 2 && args[0] == "help" && slices.Contains(subs, args[1]) {
 		return run(ctx, []string{args[1], "-h"}, io.Discard, errOut)
 	}
-	fmt.Fprintf(errOut, "Usage: edgeward-controlplane %s %s [flags]\n", group, strings.Join(subs, "|"))
-	for _, sub := range subs {
-		fmt.Fprintln(errOut)
+	for i, sub := range subs {
+		// One subcommand's own usage names it; several get a summary line.
+		if i == 0 && len(subs) > 1 {
+			fmt.Fprintf(errOut, "Usage: edgeward-controlplane %s %s [flags]\n\n", group, strings.Join(subs, "|"))
+		} else if i > 0 {
+			fmt.Fprintln(errOut)
+		}
 		_ = run(ctx, []string{sub, "-h"}, io.Discard, errOut)
 	}
 	switch {
