@@ -101,6 +101,8 @@ func (h routine) Handle(ctx context.Context, r slog.Record) error {
 	return h.Handler.Handle(ctx, r)
 }
 
-func (h routine) WithAttrs(attrs []slog.Attr) slog.Handler { return routine{h.Handler.WithAttrs(attrs)} }
+func (h routine) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return routine{h.Handler.WithAttrs(attrs)}
+}
 
 func (h routine) WithGroup(name string) slog.Handler { return routine{h.Handler.WithGroup(name)} }
