@@ -254,7 +254,10 @@ func TestCreateGetAndList(t *testing.T) {
 	assert.Equal(t, []int64{1}, numbers(list("?status=in_progress")))
 	assert.Equal(t, []int64{2}, numbers(list("?assignee_id="+analyst.PrincipalID.String())))
 	assert.Equal(t, []int64{}, numbers(list("?assignee_id="+uuid.NewString())))
-	assert.Equal(t, []int64{5, 3}, numbers(list("?priority=low&status=open&limit=2&cursor="+url.QueryEscape(*list("?priority=low&limit=1").NextCursor))))
+	// A cursor serves its own filters, whatever the page size.
+	assert.Equal(t, []int64{5, 3}, numbers(list("?priority=low&status=open&limit=2&cursor="+url.QueryEscape(*list("?priority=low&status=open&limit=1").NextCursor))))
+	assert.Equal(t, 400, admin.Do("GET", "/api/v1/tickets?priority=low&status=open&cursor="+url.QueryEscape(*list("?priority=low&limit=1").NextCursor), nil).Status,
+		"and no other filters")
 
 	// Pages of 3 walk every ticket once.
 	var walked []int64
