@@ -6,6 +6,12 @@
 // When EDGEWARD_API_COVERAGE_DIR is set, the client records each operation it
 // exercised there; `make test` then fails if any operation of the spec was
 // never called by any test (see TestEveryOperationIsExercised).
+//
+// When EDGEWARD_API_RESPONSES_DIR is set, every response that Validate
+// checks is also recorded there, whole (status, headers, body); `make test`
+// then runs a second OpenAPI validator, independent of kin-openapi, over all
+// of them (see TestRecordedResponsesPassASecondValidator). One validator's
+// leniency must not be the contract.
 package apitest
 
 import (
@@ -41,6 +47,10 @@ import (
 
 // CoverageDirEnv names the directory where exercised operations are recorded.
 const CoverageDirEnv = "EDGEWARD_API_COVERAGE_DIR"
+
+// ResponsesDirEnv names the directory where every validated response is
+// recorded for the second validator.
+const ResponsesDirEnv = "EDGEWARD_API_RESPONSES_DIR"
 
 // Env is a running control plane with a bootstrapped tenant.
 type Env struct {
@@ -275,6 +285,14 @@ func Validate(req *http.Request, reqBody []byte, status int, header http.Header,
 		return "", err
 	}
 	op, params, _ := ix.Match(req.Method, req.URL.EscapedPath())
+	opID := ""
+	if op != nil {
+		opID = op.ID
+	}
+	recordResponse(Recorded{
+		Operation: opID, Method: req.Method, Path: req.URL.EscapedPath(), Query: req.URL.RawQuery,
+		Status: status, Header: header, Body: body,
+	})
 	if op == nil {
 		return "", validateSchema(ix.Doc, "Problem", body)
 	}
@@ -326,6 +344,78 @@ func recordCoverage(opID string, status int) {
 	}
 	defer func() { _ = f.Close() }()
 	_, _ = fmt.Fprintf(f, "%s %d\n", opID, status)
+}
+
+// Recorded is one response as a test received it, kept for the second
+// validator.
+type Recorded struct {
+	// Binary is the test binary that received it (e.g. deliveries.test).
+	Binary string `json:"binary"`
+	// Operation is the operation id the request matched; empty outside the
+	// spec (an unknown path, or a known path with another method).
+	Operation string `json:"operation,omitempty"`
+	Method    string `json:"method"`
+	// Path is the escaped request path, Query the raw query.
+	Path   string      `json:"path"`
+	Query  string      `json:"query,omitempty"`
+	Status int         `json:"status"`
+	Header http.Header `json:"header"`
+	Body   []byte      `json:"body"`
+}
+
+var responsesMu sync.Mutex
+
+// recordResponse appends r as one JSON line to this process's file in
+// ResponsesDirEnv, when that is set. Test binaries run in parallel, so each
+// writes its own file.
+func recordResponse(r Recorded) {
+	dir := os.Getenv(ResponsesDirEnv)
+	if dir == "" {
+		return
+	}
+	r.Binary = filepath.Base(os.Args[0])
+	line, err := json.Marshal(r)
+	if err != nil {
+		return
+	}
+	line = append(line, '\n')
+	responsesMu.Lock()
+	defer responsesMu.Unlock()
+	_ = os.MkdirAll(dir, 0o755)
+	f, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("%d.jsonl", os.Getpid())), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return
+	}
+	defer func() { _ = f.Close() }()
+	_, _ = f.Write(line)
+}
+
+// ReadRecorded returns every response recorded in dir.
+func ReadRecorded(dir string) ([]Recorded, error) {
+	files, err := filepath.Glob(filepath.Join(dir, "*.jsonl"))
+	if err != nil {
+		return nil, err
+	}
+	var all []Recorded
+	for _, name := range files {
+		f, err := os.Open(name)
+		if err != nil {
+			return nil, err
+		}
+		dec := json.NewDecoder(f)
+		for {
+			var r Recorded
+			if err := dec.Decode(&r); err == io.EOF {
+				break
+			} else if err != nil {
+				_ = f.Close()
+				return nil, fmt.Errorf("%s: %w", name, err)
+			}
+			all = append(all, r)
+		}
+		_ = f.Close()
+	}
+	return all, nil
 }
 
 // JSON decodes the body into v.
