@@ -1030,7 +1030,7 @@ type Asset struct {
 
 // AssetAuthorization defines model for AssetAuthorization.
 type AssetAuthorization struct {
-	// Basis Why authorized: agent_host, allowlist, manual; null when unauthorized.
+	// Basis Why the asset is authorized; null when it is unauthorized.
 	Basis     *AssetAuthorizationBasis `json:"basis"`
 	ChangedAt time.Time                `json:"changed_at"`
 
@@ -1039,7 +1039,7 @@ type AssetAuthorization struct {
 	State AuthorizationState `json:"state"`
 }
 
-// AssetAuthorizationBasis Why authorized: agent_host, allowlist, manual; null when unauthorized.
+// AssetAuthorizationBasis Why an asset is authorized. `agent_host`: it is an enrolled host whose agent stands. `allowlist`: a sighting matched a rule of its site's discovery policy. `manual`: a person authorized it (`authorizeAsset`, or resolving an alert as `authorized`).
 type AssetAuthorizationBasis string
 
 // AssetList defines model for AssetList.
@@ -1401,13 +1401,15 @@ type ControlStatusValue string
 
 // Delivery defines model for Delivery.
 type Delivery struct {
-	AttemptCount   int                 `json:"attempt_count"`
-	CompletedAt    *time.Time          `json:"completed_at"`
-	CreatedAt      time.Time           `json:"created_at"`
-	DestinationId  openapi_types.UUID  `json:"destination_id"`
-	Event          DeliveryEvent       `json:"event"`
-	Id             openapi_types.UUID  `json:"id"`
-	LastAttemptAt  *time.Time          `json:"last_attempt_at"`
+	AttemptCount  int                `json:"attempt_count"`
+	CompletedAt   *time.Time         `json:"completed_at"`
+	CreatedAt     time.Time          `json:"created_at"`
+	DestinationId openapi_types.UUID `json:"destination_id"`
+	Event         DeliveryEvent      `json:"event"`
+	Id            openapi_types.UUID `json:"id"`
+	LastAttemptAt *time.Time         `json:"last_attempt_at"`
+
+	// LastErrorClass Why the last attempt failed; null before any attempt and when the last one succeeded.
 	LastErrorClass *DeliveryErrorClass `json:"last_error_class"`
 	LastStatusCode *int                `json:"last_status_code"`
 	NextRetryAt    *time.Time          `json:"next_retry_at"`
@@ -1429,7 +1431,9 @@ type DeliveryAttempt struct {
 	EndedAt    time.Time          `json:"ended_at"`
 
 	// Error A short description of the failure.
-	Error      *string             `json:"error"`
+	Error *string `json:"error"`
+
+	// ErrorClass Why this attempt failed; null when it succeeded.
 	ErrorClass *DeliveryErrorClass `json:"error_class"`
 	Id         openapi_types.UUID  `json:"id"`
 
@@ -1473,9 +1477,12 @@ type DeliveryAuthHeaderSet struct {
 
 // DeliveryDestination defines model for DeliveryDestination.
 type DeliveryDestination struct {
-	AuthHeader     *DeliveryAuthHeader       `json:"auth_header"`
-	CreatedAt      time.Time                 `json:"created_at"`
-	DisabledAt     *time.Time                `json:"disabled_at"`
+	// AuthHeader The extra header sent with each request; null when there is none.
+	AuthHeader *DeliveryAuthHeader `json:"auth_header"`
+	CreatedAt  time.Time           `json:"created_at"`
+	DisabledAt *time.Time          `json:"disabled_at"`
+
+	// DisabledReason Why the destination is disabled; null unless it is disabled.
 	DisabledReason *DeliveryDisabledReason   `json:"disabled_reason"`
 	Enabled        bool                      `json:"enabled"`
 	EventTypes     []DeliveryEventType       `json:"event_types"`
@@ -1852,6 +1859,9 @@ type NetworkInterface struct {
 	Mac       *string   `json:"mac,omitempty"`
 	Name      string    `json:"name"`
 }
+
+// NullValue JSON `null`, and nothing else. OpenAPI 3.0 has no null type, and `nullable: true` only adds null to the `type` beside it: beside `allOf` or `$ref` it admits nothing, because the referenced schema still refuses null. A field that is a referenced schema or null is therefore `oneOf: [that schema, NullValue]`. (`type: object` is there only because `nullable` needs a type; `enum: [null]` leaves null as the one value.) Such fields carry `x-go-type`, the Go type oapi-codegen gives them: a pointer, nil for null.
+type NullValue = any
 
 // Observation defines model for Observation.
 type Observation struct {

@@ -8,6 +8,7 @@ import (
 	"mime"
 	"net/http"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -313,4 +314,54 @@ components:
 			t.Errorf("%s with %s: valid %v, want %v (%v)", c.schema, c.body, ok, c.valid, messages(errs))
 		}
 	}
+}
+
+// TestSpecSaysNullTheStrictWay fails on every schema of the spec whose
+// `nullable` a strict OpenAPI 3.0.3 validator reads differently from
+// kin-openapi: `nullable` without a `type` beside it, or beside `allOf`,
+// `oneOf`, `anyOf` or `$ref` (it admits nothing there), and a nullable
+// `enum` without null in it. A field that is a referenced schema or null is
+// `oneOf: [that schema, NullValue]`, with an `x-go-type` for the generator.
+func TestSpecSaysNullTheStrictWay(t *testing.T) {
+	var doc any
+	if err := yaml.Unmarshal(api.SpecYAML, &doc); err != nil {
+		t.Fatal(err)
+	}
+	var walk func(path string, n any)
+	walk = func(path string, n any) {
+		switch n := n.(type) {
+		case map[string]any:
+			if nullable, _ := n["nullable"].(bool); nullable {
+				if _, ok := n["type"]; !ok {
+					t.Errorf("%s: nullable without a type admits nothing", path)
+				}
+				for _, k := range []string{"allOf", "oneOf", "anyOf", "$ref"} {
+					if _, ok := n[k]; ok {
+						t.Errorf("%s: nullable beside %s: the %s still refuses null; use oneOf: [schema, NullValue]", path, k, k)
+					}
+				}
+				if enum, ok := n["enum"].([]any); ok && !slices.Contains(enum, nil) {
+					t.Errorf("%s: a nullable enum must list null", path)
+				}
+			}
+			if oneOf, ok := n["oneOf"].([]any); ok && slices.ContainsFunc(oneOf, isNullValueRef) {
+				if _, ok := n["x-go-type"]; !ok {
+					t.Errorf("%s: oneOf with NullValue needs x-go-type (e.g. \"*Schema\"), or oapi-codegen makes it a union", path)
+				}
+			}
+			for k, v := range n {
+				walk(path+"/"+k, v)
+			}
+		case []any:
+			for i, v := range n {
+				walk(fmt.Sprintf("%s/%d", path, i), v)
+			}
+		}
+	}
+	walk("#", doc)
+}
+
+func isNullValueRef(v any) bool {
+	m, ok := v.(map[string]any)
+	return ok && m["$ref"] == "#/components/schemas/NullValue"
 }
