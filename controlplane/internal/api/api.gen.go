@@ -2197,7 +2197,7 @@ type ListAgentCommandsParams struct {
 
 // QueueAgentCommandParams defines parameters for QueueAgentCommand.
 type QueueAgentCommandParams struct {
-	// IdempotencyKey Makes a retry safe. A key the client makes up for one request (1-255 printable ASCII characters; a UUID is a good key). The first request with a key runs; its final response (any status below 500) is kept for 24 hours, and a retry by the same principal with the same key and the same request (operation, path, JSON body in any key order) gets it again (status, body, `ETag`) with `Idempotent-Replayed: true`, changing nothing. The key with a different request is `422 idempotency_key_reused`. While the first request runs, a retry is `409 idempotency_key_in_progress` with `Retry-After`; an attempt unfinished after 60 seconds is taken to have died, and the retry runs. A 5xx is not kept. Operations that return a secret (createApiToken, createEnrollmentToken) take no key.
+	// IdempotencyKey Makes a retry safe. A key the client makes up for one request (1-255 printable ASCII characters; a UUID is a good key). The first request with a key runs; its final response (any status below 500) is kept for 24 hours, and a retry by the same principal with the same key and the same request (operation, path, JSON body in any key order) gets it again (status, body, `ETag`) with `Idempotent-Replayed: true`, changing nothing. The key with a different request is `422 idempotency_key_reused`. While the first request runs, a retry is `409 idempotency_key_in_progress` with `Retry-After`; an attempt unfinished after 60 seconds is taken to have died, and the retry runs. A 5xx is not kept. Operations that return a secret (createApiToken, createEnrollmentToken, createDeliveryDestination, rotateDeliveryDestinationSecret) take no key.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -2232,7 +2232,7 @@ type GetAlertEvidenceParams struct {
 
 // CreateTicketFromAlertParams defines parameters for CreateTicketFromAlert.
 type CreateTicketFromAlertParams struct {
-	// IdempotencyKey Makes a retry safe. A key the client makes up for one request (1-255 printable ASCII characters; a UUID is a good key). The first request with a key runs; its final response (any status below 500) is kept for 24 hours, and a retry by the same principal with the same key and the same request (operation, path, JSON body in any key order) gets it again (status, body, `ETag`) with `Idempotent-Replayed: true`, changing nothing. The key with a different request is `422 idempotency_key_reused`. While the first request runs, a retry is `409 idempotency_key_in_progress` with `Retry-After`; an attempt unfinished after 60 seconds is taken to have died, and the retry runs. A 5xx is not kept. Operations that return a secret (createApiToken, createEnrollmentToken) take no key.
+	// IdempotencyKey Makes a retry safe. A key the client makes up for one request (1-255 printable ASCII characters; a UUID is a good key). The first request with a key runs; its final response (any status below 500) is kept for 24 hours, and a retry by the same principal with the same key and the same request (operation, path, JSON body in any key order) gets it again (status, body, `ETag`) with `Idempotent-Replayed: true`, changing nothing. The key with a different request is `422 idempotency_key_reused`. While the first request runs, a retry is `409 idempotency_key_in_progress` with `Retry-After`; an attempt unfinished after 60 seconds is taken to have died, and the retry runs. A 5xx is not kept. Operations that return a secret (createApiToken, createEnrollmentToken, createDeliveryDestination, rotateDeliveryDestinationSecret) take no key.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -2402,7 +2402,7 @@ type ListDeliveryAttemptsParams struct {
 
 // RetryDeliveryParams defines parameters for RetryDelivery.
 type RetryDeliveryParams struct {
-	// IdempotencyKey Makes a retry safe. A key the client makes up for one request (1-255 printable ASCII characters; a UUID is a good key). The first request with a key runs; its final response (any status below 500) is kept for 24 hours, and a retry by the same principal with the same key and the same request (operation, path, JSON body in any key order) gets it again (status, body, `ETag`) with `Idempotent-Replayed: true`, changing nothing. The key with a different request is `422 idempotency_key_reused`. While the first request runs, a retry is `409 idempotency_key_in_progress` with `Retry-After`; an attempt unfinished after 60 seconds is taken to have died, and the retry runs. A 5xx is not kept. Operations that return a secret (createApiToken, createEnrollmentToken) take no key.
+	// IdempotencyKey Makes a retry safe. A key the client makes up for one request (1-255 printable ASCII characters; a UUID is a good key). The first request with a key runs; its final response (any status below 500) is kept for 24 hours, and a retry by the same principal with the same key and the same request (operation, path, JSON body in any key order) gets it again (status, body, `ETag`) with `Idempotent-Replayed: true`, changing nothing. The key with a different request is `422 idempotency_key_reused`. While the first request runs, a retry is `409 idempotency_key_in_progress` with `Retry-After`; an attempt unfinished after 60 seconds is taken to have died, and the retry runs. A 5xx is not kept. Operations that return a secret (createApiToken, createEnrollmentToken, createDeliveryDestination, rotateDeliveryDestinationSecret) take no key.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -2435,7 +2435,7 @@ type ListDiscoveryAuthorizationsParams struct {
 
 // RequestDiscoveryAuthorizationParams defines parameters for RequestDiscoveryAuthorization.
 type RequestDiscoveryAuthorizationParams struct {
-	// IdempotencyKey Makes a retry safe. A key the client makes up for one request (1-255 printable ASCII characters; a UUID is a good key). The first request with a key runs; its final response (any status below 500) is kept for 24 hours, and a retry by the same principal with the same key and the same request (operation, path, JSON body in any key order) gets it again (status, body, `ETag`) with `Idempotent-Replayed: true`, changing nothing. The key with a different request is `422 idempotency_key_reused`. While the first request runs, a retry is `409 idempotency_key_in_progress` with `Retry-After`; an attempt unfinished after 60 seconds is taken to have died, and the retry runs. A 5xx is not kept. Operations that return a secret (createApiToken, createEnrollmentToken) take no key.
+	// IdempotencyKey Makes a retry safe. A key the client makes up for one request (1-255 printable ASCII characters; a UUID is a good key). The first request with a key runs; its final response (any status below 500) is kept for 24 hours, and a retry by the same principal with the same key and the same request (operation, path, JSON body in any key order) gets it again (status, body, `ETag`) with `Idempotent-Replayed: true`, changing nothing. The key with a different request is `422 idempotency_key_reused`. While the first request runs, a retry is `409 idempotency_key_in_progress` with `Retry-After`; an attempt unfinished after 60 seconds is taken to have died, and the retry runs. A 5xx is not kept. Operations that return a secret (createApiToken, createEnrollmentToken, createDeliveryDestination, rotateDeliveryDestinationSecret) take no key.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -2500,7 +2500,7 @@ type ListSitesParams struct {
 
 // CreateSiteParams defines parameters for CreateSite.
 type CreateSiteParams struct {
-	// IdempotencyKey Makes a retry safe. A key the client makes up for one request (1-255 printable ASCII characters; a UUID is a good key). The first request with a key runs; its final response (any status below 500) is kept for 24 hours, and a retry by the same principal with the same key and the same request (operation, path, JSON body in any key order) gets it again (status, body, `ETag`) with `Idempotent-Replayed: true`, changing nothing. The key with a different request is `422 idempotency_key_reused`. While the first request runs, a retry is `409 idempotency_key_in_progress` with `Retry-After`; an attempt unfinished after 60 seconds is taken to have died, and the retry runs. A 5xx is not kept. Operations that return a secret (createApiToken, createEnrollmentToken) take no key.
+	// IdempotencyKey Makes a retry safe. A key the client makes up for one request (1-255 printable ASCII characters; a UUID is a good key). The first request with a key runs; its final response (any status below 500) is kept for 24 hours, and a retry by the same principal with the same key and the same request (operation, path, JSON body in any key order) gets it again (status, body, `ETag`) with `Idempotent-Replayed: true`, changing nothing. The key with a different request is `422 idempotency_key_reused`. While the first request runs, a retry is `409 idempotency_key_in_progress` with `Retry-After`; an attempt unfinished after 60 seconds is taken to have died, and the retry runs. A 5xx is not kept. Operations that return a secret (createApiToken, createEnrollmentToken, createDeliveryDestination, rotateDeliveryDestinationSecret) take no key.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -2518,7 +2518,7 @@ type ListTicketsParams struct {
 
 // CreateTicketParams defines parameters for CreateTicket.
 type CreateTicketParams struct {
-	// IdempotencyKey Makes a retry safe. A key the client makes up for one request (1-255 printable ASCII characters; a UUID is a good key). The first request with a key runs; its final response (any status below 500) is kept for 24 hours, and a retry by the same principal with the same key and the same request (operation, path, JSON body in any key order) gets it again (status, body, `ETag`) with `Idempotent-Replayed: true`, changing nothing. The key with a different request is `422 idempotency_key_reused`. While the first request runs, a retry is `409 idempotency_key_in_progress` with `Retry-After`; an attempt unfinished after 60 seconds is taken to have died, and the retry runs. A 5xx is not kept. Operations that return a secret (createApiToken, createEnrollmentToken) take no key.
+	// IdempotencyKey Makes a retry safe. A key the client makes up for one request (1-255 printable ASCII characters; a UUID is a good key). The first request with a key runs; its final response (any status below 500) is kept for 24 hours, and a retry by the same principal with the same key and the same request (operation, path, JSON body in any key order) gets it again (status, body, `ETag`) with `Idempotent-Replayed: true`, changing nothing. The key with a different request is `422 idempotency_key_reused`. While the first request runs, a retry is `409 idempotency_key_in_progress` with `Retry-After`; an attempt unfinished after 60 seconds is taken to have died, and the retry runs. A 5xx is not kept. Operations that return a secret (createApiToken, createEnrollmentToken, createDeliveryDestination, rotateDeliveryDestinationSecret) take no key.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -2539,13 +2539,13 @@ type ListTicketCommentsParams struct {
 
 // AddTicketCommentParams defines parameters for AddTicketComment.
 type AddTicketCommentParams struct {
-	// IdempotencyKey Makes a retry safe. A key the client makes up for one request (1-255 printable ASCII characters; a UUID is a good key). The first request with a key runs; its final response (any status below 500) is kept for 24 hours, and a retry by the same principal with the same key and the same request (operation, path, JSON body in any key order) gets it again (status, body, `ETag`) with `Idempotent-Replayed: true`, changing nothing. The key with a different request is `422 idempotency_key_reused`. While the first request runs, a retry is `409 idempotency_key_in_progress` with `Retry-After`; an attempt unfinished after 60 seconds is taken to have died, and the retry runs. A 5xx is not kept. Operations that return a secret (createApiToken, createEnrollmentToken) take no key.
+	// IdempotencyKey Makes a retry safe. A key the client makes up for one request (1-255 printable ASCII characters; a UUID is a good key). The first request with a key runs; its final response (any status below 500) is kept for 24 hours, and a retry by the same principal with the same key and the same request (operation, path, JSON body in any key order) gets it again (status, body, `ETag`) with `Idempotent-Replayed: true`, changing nothing. The key with a different request is `422 idempotency_key_reused`. While the first request runs, a retry is `409 idempotency_key_in_progress` with `Retry-After`; an attempt unfinished after 60 seconds is taken to have died, and the retry runs. A 5xx is not kept. Operations that return a secret (createApiToken, createEnrollmentToken, createDeliveryDestination, rotateDeliveryDestinationSecret) take no key.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // AddTicketLinkParams defines parameters for AddTicketLink.
 type AddTicketLinkParams struct {
-	// IdempotencyKey Makes a retry safe. A key the client makes up for one request (1-255 printable ASCII characters; a UUID is a good key). The first request with a key runs; its final response (any status below 500) is kept for 24 hours, and a retry by the same principal with the same key and the same request (operation, path, JSON body in any key order) gets it again (status, body, `ETag`) with `Idempotent-Replayed: true`, changing nothing. The key with a different request is `422 idempotency_key_reused`. While the first request runs, a retry is `409 idempotency_key_in_progress` with `Retry-After`; an attempt unfinished after 60 seconds is taken to have died, and the retry runs. A 5xx is not kept. Operations that return a secret (createApiToken, createEnrollmentToken) take no key.
+	// IdempotencyKey Makes a retry safe. A key the client makes up for one request (1-255 printable ASCII characters; a UUID is a good key). The first request with a key runs; its final response (any status below 500) is kept for 24 hours, and a retry by the same principal with the same key and the same request (operation, path, JSON body in any key order) gets it again (status, body, `ETag`) with `Idempotent-Replayed: true`, changing nothing. The key with a different request is `422 idempotency_key_reused`. While the first request runs, a retry is `409 idempotency_key_in_progress` with `Retry-After`; an attempt unfinished after 60 seconds is taken to have died, and the retry runs. A 5xx is not kept. Operations that return a secret (createApiToken, createEnrollmentToken, createDeliveryDestination, rotateDeliveryDestinationSecret) take no key.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -6302,51 +6302,75 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 		ErrorHandlerFunc:   options.ErrorHandlerFunc,
 	}
 
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/me", wrapper.GetMe)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/agents", wrapper.ListAgents)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/agents/{agent_id}", wrapper.GetAgent)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/agents/{agent_id}/commands", wrapper.ListAgentCommands)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/agents/{agent_id}/commands", wrapper.QueueAgentCommand)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/agents/{agent_id}/revoke", wrapper.RevokeAgent)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/agents/{agent_id}/telemetry/heartbeat", wrapper.PostAgentHeartbeat)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/alerts", wrapper.ListAlerts)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/alerts/{alert_id}", wrapper.GetAlert)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/alerts/{alert_id}/acknowledge", wrapper.AcknowledgeAlert)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/alerts/{alert_id}/assign", wrapper.AssignAlert)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/alerts/{alert_id}/evidence", wrapper.GetAlertEvidence)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/alerts/{alert_id}/resolve", wrapper.ResolveAlert)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/alerts/{alert_id}/tickets", wrapper.CreateTicketFromAlert)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/alerts/{alert_id}/timeline", wrapper.GetAlertTimeline)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/api-tokens", wrapper.ListApiTokens)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/api-tokens", wrapper.CreateApiToken)
 	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/api/v1/api-tokens/{token_id}", wrapper.RevokeApiToken)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/api-tokens/{token_id}", wrapper.GetApiToken)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/assets", wrapper.ListAssets)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/assets/{asset_id}", wrapper.GetAsset)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/assets/{asset_id}/authorize", wrapper.AuthorizeAsset)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/assets/{asset_id}/timeline", wrapper.GetAssetTimeline)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/assets/{asset_id}/unauthorize", wrapper.UnauthorizeAsset)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/audit/events", wrapper.ListAuditEvents)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/audit/integrity", wrapper.GetAuditIntegrity)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/auditor/evidence", wrapper.ListAuditorEvidence)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/auditor/evidence/{evidence_id}", wrapper.GetAuditorEvidence)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/collectors", wrapper.ListCollectors)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/collectors/{collector_id}", wrapper.GetCollector)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/commands/{command_id}", wrapper.GetCommand)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/compliance/controls", wrapper.ListComplianceControls)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/compliance/controls/{control_id}", wrapper.GetComplianceControl)
+	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/api/v1/compliance/controls/{control_id}/not-applicable", wrapper.ClearControlNotApplicable)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/compliance/controls/{control_id}/not-applicable", wrapper.MarkControlNotApplicable)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/compliance/frameworks", wrapper.ListComplianceFrameworks)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/compliance/policies", wrapper.ListCompliancePolicies)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/compliance/policies/{policy_id}", wrapper.GetCompliancePolicy)
+	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/api/v1/compliance/policies/{policy_id}", wrapper.UpdateCompliancePolicy)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/compliance/policies/{policy_id}/fork", wrapper.ForkCompliancePolicy)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/compliance/policies/{policy_id}/versions", wrapper.ListCompliancePolicyVersions)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/compliance/policies/{policy_id}/versions/{version}", wrapper.GetCompliancePolicyVersion)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/deliveries", wrapper.ListDeliveries)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/deliveries/{delivery_id}", wrapper.GetDelivery)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/deliveries/{delivery_id}/attempts", wrapper.ListDeliveryAttempts)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/deliveries/{delivery_id}/retry", wrapper.RetryDelivery)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/delivery-destinations", wrapper.ListDeliveryDestinations)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/delivery-destinations", wrapper.CreateDeliveryDestination)
+	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/api/v1/delivery-destinations/{destination_id}", wrapper.DeleteDeliveryDestination)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/delivery-destinations/{destination_id}", wrapper.GetDeliveryDestination)
+	m.HandleFunc(http.MethodPatch+" "+options.BaseURL+"/api/v1/delivery-destinations/{destination_id}", wrapper.UpdateDeliveryDestination)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/delivery-destinations/{destination_id}/rotate-secret", wrapper.RotateDeliveryDestinationSecret)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/discovery/authorizations", wrapper.ListDiscoveryAuthorizations)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/discovery/authorizations", wrapper.RequestDiscoveryAuthorization)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/discovery/observations", wrapper.ListObservations)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/discovery/policies", wrapper.ListDiscoveryPolicies)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/discovery/policies/{site_id}", wrapper.GetDiscoveryPolicy)
+	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/api/v1/discovery/policies/{site_id}", wrapper.PutDiscoveryPolicy)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/discovery/status", wrapper.GetDiscoveryStatus)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/enrollment-tokens", wrapper.ListEnrollmentTokens)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/enrollment-tokens", wrapper.CreateEnrollmentToken)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/enrollment-tokens/{token_id}", wrapper.GetEnrollmentToken)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/enrollment-tokens/{token_id}/revoke", wrapper.RevokeEnrollmentToken)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/agents", wrapper.ListAgents)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/agents/{agent_id}", wrapper.GetAgent)
-	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/agents/{agent_id}/revoke", wrapper.RevokeAgent)
-	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/agents/{agent_id}/telemetry/heartbeat", wrapper.PostAgentHeartbeat)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/assets", wrapper.ListAssets)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/assets/{asset_id}", wrapper.GetAsset)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/assets/{asset_id}/timeline", wrapper.GetAssetTimeline)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/evidence", wrapper.ListEvidence)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/evidence/{evidence_id}", wrapper.GetEvidence)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/me", wrapper.GetMe)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/sites", wrapper.ListSites)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/sites", wrapper.CreateSite)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/sites/{site_id}", wrapper.GetSite)
 	m.HandleFunc(http.MethodPatch+" "+options.BaseURL+"/api/v1/sites/{site_id}", wrapper.UpdateSite)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/discovery/policies", wrapper.ListDiscoveryPolicies)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/discovery/policies/{site_id}", wrapper.GetDiscoveryPolicy)
-	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/api/v1/discovery/policies/{site_id}", wrapper.PutDiscoveryPolicy)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/discovery/authorizations", wrapper.ListDiscoveryAuthorizations)
-	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/discovery/authorizations", wrapper.RequestDiscoveryAuthorization)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/discovery/observations", wrapper.ListObservations)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/discovery/status", wrapper.GetDiscoveryStatus)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/collectors", wrapper.ListCollectors)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/collectors/{collector_id}", wrapper.GetCollector)
-	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/assets/{asset_id}/authorize", wrapper.AuthorizeAsset)
-	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/assets/{asset_id}/unauthorize", wrapper.UnauthorizeAsset)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/alerts", wrapper.ListAlerts)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/alerts/{alert_id}", wrapper.GetAlert)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/alerts/{alert_id}/timeline", wrapper.GetAlertTimeline)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/alerts/{alert_id}/evidence", wrapper.GetAlertEvidence)
-	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/alerts/{alert_id}/acknowledge", wrapper.AcknowledgeAlert)
-	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/alerts/{alert_id}/assign", wrapper.AssignAlert)
-	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/alerts/{alert_id}/resolve", wrapper.ResolveAlert)
-	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/alerts/{alert_id}/tickets", wrapper.CreateTicketFromAlert)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/evidence", wrapper.ListEvidence)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/evidence/{evidence_id}", wrapper.GetEvidence)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/auditor/evidence", wrapper.ListAuditorEvidence)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/auditor/evidence/{evidence_id}", wrapper.GetAuditorEvidence)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/tickets", wrapper.ListTickets)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/tickets", wrapper.CreateTicket)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/tickets/{ticket_id}", wrapper.GetTicket)
@@ -6355,30 +6379,6 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/tickets/{ticket_id}/comments", wrapper.AddTicketComment)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/tickets/{ticket_id}/links", wrapper.ListTicketLinks)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/tickets/{ticket_id}/links", wrapper.AddTicketLink)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/agents/{agent_id}/commands", wrapper.ListAgentCommands)
-	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/agents/{agent_id}/commands", wrapper.QueueAgentCommand)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/commands/{command_id}", wrapper.GetCommand)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/delivery-destinations", wrapper.ListDeliveryDestinations)
-	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/delivery-destinations", wrapper.CreateDeliveryDestination)
-	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/api/v1/delivery-destinations/{destination_id}", wrapper.DeleteDeliveryDestination)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/delivery-destinations/{destination_id}", wrapper.GetDeliveryDestination)
-	m.HandleFunc(http.MethodPatch+" "+options.BaseURL+"/api/v1/delivery-destinations/{destination_id}", wrapper.UpdateDeliveryDestination)
-	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/delivery-destinations/{destination_id}/rotate-secret", wrapper.RotateDeliveryDestinationSecret)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/deliveries", wrapper.ListDeliveries)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/deliveries/{delivery_id}", wrapper.GetDelivery)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/deliveries/{delivery_id}/attempts", wrapper.ListDeliveryAttempts)
-	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/deliveries/{delivery_id}/retry", wrapper.RetryDelivery)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/compliance/frameworks", wrapper.ListComplianceFrameworks)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/compliance/controls", wrapper.ListComplianceControls)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/compliance/controls/{control_id}", wrapper.GetComplianceControl)
-	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/api/v1/compliance/controls/{control_id}/not-applicable", wrapper.ClearControlNotApplicable)
-	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/compliance/controls/{control_id}/not-applicable", wrapper.MarkControlNotApplicable)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/compliance/policies", wrapper.ListCompliancePolicies)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/compliance/policies/{policy_id}", wrapper.GetCompliancePolicy)
-	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/api/v1/compliance/policies/{policy_id}", wrapper.UpdateCompliancePolicy)
-	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/compliance/policies/{policy_id}/fork", wrapper.ForkCompliancePolicy)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/compliance/policies/{policy_id}/versions", wrapper.ListCompliancePolicyVersions)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/compliance/policies/{policy_id}/versions/{version}", wrapper.GetCompliancePolicyVersion)
 
 	return m
 }
@@ -9397,6 +9397,22 @@ func (response GetAuditIntegrity200JSONResponse) VisitGetAuditIntegrityResponse(
 	return err
 }
 
+type GetAuditIntegrity400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response GetAuditIntegrity400ApplicationProblemPlusJSONResponse) VisitGetAuditIntegrityResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type GetAuditIntegrity401ApplicationProblemPlusJSONResponse struct {
 	UnauthorizedApplicationProblemPlusJSONResponse
 }
@@ -10427,6 +10443,22 @@ func (response ListComplianceFrameworks200JSONResponse) VisitListComplianceFrame
 	return err
 }
 
+type ListComplianceFrameworks400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ListComplianceFrameworks400ApplicationProblemPlusJSONResponse) VisitListComplianceFrameworksResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ListComplianceFrameworks401ApplicationProblemPlusJSONResponse struct {
 	UnauthorizedApplicationProblemPlusJSONResponse
 }
@@ -10493,6 +10525,22 @@ func (response ListCompliancePolicies200JSONResponse) VisitListCompliancePolicie
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListCompliancePolicies400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ListCompliancePolicies400ApplicationProblemPlusJSONResponse) VisitListCompliancePoliciesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -13184,6 +13232,22 @@ func (response GetDiscoveryStatus200JSONResponse) VisitGetDiscoveryStatusRespons
 	return err
 }
 
+type GetDiscoveryStatus400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response GetDiscoveryStatus400ApplicationProblemPlusJSONResponse) VisitGetDiscoveryStatusResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type GetDiscoveryStatus401ApplicationProblemPlusJSONResponse struct {
 	UnauthorizedApplicationProblemPlusJSONResponse
 }
@@ -13868,6 +13932,22 @@ func (response GetMe200JSONResponse) VisitGetMeResponse(w http.ResponseWriter) e
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetMe400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response GetMe400ApplicationProblemPlusJSONResponse) VisitGetMeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
 	_, err := buf.WriteTo(w)
 	return err
 }

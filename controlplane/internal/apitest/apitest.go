@@ -20,6 +20,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -276,26 +277,44 @@ func (e *Env) validate(req *http.Request, body []byte, r *Response) error {
 }
 
 // Validate checks a response against the operation of specs/openapi.yaml it
-// answered and returns that operation's id. Responses to paths outside the
-// spec (404, 405) must be problem documents; so must every error response
-// the operation does not declare as JSON.
+// answered and returns that operation's id. A 405 for a method its path
+// lacks must be the 405 the path's operations declare (with `Allow`); other
+// responses to paths outside the spec (404) must be problem documents; so
+// must every error response the operation does not declare as JSON. Every
+// response must carry X-Request-Id.
 func Validate(req *http.Request, reqBody []byte, status int, header http.Header, body []byte) (string, error) {
 	ix, err := api.Spec()
 	if err != nil {
 		return "", err
 	}
-	op, params, _ := ix.Match(req.Method, req.URL.EscapedPath())
+	path := req.URL.EscapedPath()
+	op, params, allowed := ix.Match(req.Method, path)
 	opID := ""
 	if op != nil {
 		opID = op.ID
 	}
 	recordResponse(Recorded{
-		Operation: opID, Method: req.Method, Path: req.URL.EscapedPath(), Query: req.URL.RawQuery,
+		Operation: opID, Method: req.Method, Path: path, Query: req.URL.RawQuery,
 		Status: status, Header: header, Body: body,
 	})
+	if header.Get("X-Request-Id") == "" {
+		return opID, errors.New("no X-Request-Id header")
+	}
+	if op == nil && status == http.StatusMethodNotAllowed && len(allowed) > 0 {
+		// Checked as the path's first operation answering 405; it is not
+		// that operation's coverage.
+		declaring, params, _ := ix.Match(allowed[0], path)
+		vreq := req.Clone(context.Background())
+		vreq.Method = allowed[0]
+		return "", validateResponse(ix, declaring, params, vreq, nil, status, header, body)
+	}
 	if op == nil {
 		return "", validateSchema(ix.Doc, "Problem", body)
 	}
+	return op.ID, validateResponse(ix, op, params, req, reqBody, status, header, body)
+}
+
+func validateResponse(ix *api.Index, op *api.Operation, params map[string]string, req *http.Request, reqBody []byte, status int, header http.Header, body []byte) error {
 	vreq := req.Clone(context.Background())
 	vreq.Body = io.NopCloser(bytes.NewReader(reqBody))
 	in := &openapi3filter.ResponseValidationInput{
@@ -306,14 +325,14 @@ func Validate(req *http.Request, reqBody []byte, status int, header http.Header,
 		Options:                &openapi3filter.Options{IncludeResponseStatus: true, MultiError: true},
 	}
 	if err := openapi3filter.ValidateResponse(context.Background(), in); err != nil {
-		return op.ID, err
+		return err
 	}
 	declared := op.Spec.Responses.Status(status)
 	isDeclaredJSON := declared != nil && declared.Value != nil && declared.Value.Content.Get("application/json") != nil
 	if status >= 400 && !isDeclaredJSON && !strings.HasPrefix(header.Get("Content-Type"), "application/problem+json") {
-		return op.ID, fmt.Errorf("error response with content type %q, not application/problem+json", header.Get("Content-Type"))
+		return fmt.Errorf("error response with content type %q, not application/problem+json", header.Get("Content-Type"))
 	}
-	return op.ID, nil
+	return nil
 }
 
 func validateSchema(doc *openapi3.T, name string, body []byte) error {

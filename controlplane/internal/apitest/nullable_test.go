@@ -11,14 +11,15 @@ import (
 	"github.com/edgeward/edgeward/controlplane/internal/deliveries/webhooktest"
 )
 
-// TestNullsTheServerSendsPassTheSecondValidator makes the server send the
+// TestSecondValidatorAcceptsWhatTheServerSends makes the server send the
 // nulls its schemas allow — a revoked agent's certificate, a destination's
 // disabled_reason and auth_header, a delivered event's last_error_class and
-// its attempt's error_class — and runs the second validator over every
-// response. A `nullable: true` beside `allOf` admits null to kin-openapi
-// only: strict validators refused these responses, among them the 201 that
-// shows a destination's signing secret once.
-func TestNullsTheServerSendsPassTheSecondValidator(t *testing.T) {
+// its attempt's error_class — and the answers of its request gate (405 with
+// Allow, 400 unexpected_body, an idempotent replay), and runs the second
+// validator over every response. A `nullable: true` beside `allOf` admits
+// null to kin-openapi only: strict validators refused these responses,
+// among them the 201 that shows a destination's signing secret once.
+func TestSecondValidatorAcceptsWhatTheServerSends(t *testing.T) {
 	dir := t.TempDir()
 	t.Setenv(apitest.ResponsesDirEnv, dir)
 	rcv := webhooktest.New(t)
@@ -39,6 +40,13 @@ func TestNullsTheServerSendsPassTheSecondValidator(t *testing.T) {
 	expect(t, admin.Do(http.MethodPost, "/api/v1/agents/"+agent.AgentID+"/revoke", nil), http.StatusOK)
 	expect(t, admin.Do(http.MethodGet, "/api/v1/agents/"+agent.AgentID, nil), http.StatusOK)
 
+	// What the gate answers by itself.
+	if r := expect(t, admin.Do(http.MethodDelete, "/api/v1/agents/"+agent.AgentID, nil), http.StatusMethodNotAllowed); r.Header.Get("Allow") != "GET" {
+		t.Errorf("Allow: %q, want GET", r.Header.Get("Allow"))
+	}
+	expect(t, admin.Do(http.MethodGet, "/api/v1/me", apitest.Raw(`{}`)), http.StatusBadRequest)
+	expect(t, admin.Do(http.MethodGet, "/api/v1/no-such-thing", nil), http.StatusNotFound)
+
 	// A new destination is not disabled and has no extra header; its event
 	// is delivered at the first attempt, so no error class either.
 	r := expect(t, admin.Do(http.MethodPost, "/api/v1/delivery-destinations", map[string]any{
@@ -52,7 +60,12 @@ func TestNullsTheServerSendsPassTheSecondValidator(t *testing.T) {
 	r.JSON(t, &created)
 	rcv.SetSecrets(created.Secret)
 	expect(t, admin.Do(http.MethodGet, "/api/v1/delivery-destinations/"+created.Destination.ID, nil), http.StatusOK)
-	expect(t, admin.Do(http.MethodPost, "/api/v1/tickets", map[string]any{"title": "nulls"}), http.StatusCreated)
+	ticket := map[string]any{"title": "nulls"}
+	key := apitest.Header("Idempotency-Key", "second-validator-1")
+	expect(t, admin.Do(http.MethodPost, "/api/v1/tickets", ticket, key), http.StatusCreated)
+	if r := expect(t, admin.Do(http.MethodPost, "/api/v1/tickets", ticket, key), http.StatusCreated); r.Header.Get("Idempotent-Replayed") != "true" {
+		t.Error("the retry with the same Idempotency-Key is no replay")
+	}
 	var deliveryID string
 	deadline := time.Now().Add(30 * time.Second)
 	for deliveryID == "" {
