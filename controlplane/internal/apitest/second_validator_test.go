@@ -8,6 +8,7 @@ import (
 	"mime"
 	"net/http"
 	"os"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -67,7 +68,7 @@ func checkWithSecondValidator(t *testing.T, recorded []apitest.Recorded) {
 			operations[r.Operation] = true
 		}
 		for _, msg := range v.check(r) {
-			key := fmt.Sprintf("%s %s -> %d: %s", r.Method, orOutside(r.Operation), r.Status, msg)
+			key := fmt.Sprintf("%s %s -> %d: %s", r.Method, orOutside(r), r.Status, msg)
 			if f := failures[key]; f != nil {
 				f.count++
 			} else {
@@ -99,11 +100,15 @@ func checkWithSecondValidator(t *testing.T, recorded []apitest.Recorded) {
 	}
 }
 
-func orOutside(op string) string {
-	if op == "" {
+func orOutside(r apitest.Recorded) string {
+	switch {
+	case r.Operation != "":
+		return r.Operation
+	case r.Status == http.StatusMethodNotAllowed:
+		return "(a method the path lacks)"
+	default:
 		return "(outside the spec)"
 	}
-	return op
 }
 
 type secondValidator struct {
@@ -231,21 +236,39 @@ func (s *secondValidator) check(r apitest.Recorded) []string {
 }
 
 // messages says what each error found: the message, and for a schema
-// failure each failing field and why.
+// failure each failing field and why. Request paths and array indexes are
+// left out, so that one mistake in the spec reads as one failure however
+// many responses and items it hit.
 func messages(errs []*liberrors.ValidationError) []string {
 	out := make([]string, 0, len(errs))
 	for _, e := range errs {
-		msg := e.Message
+		msg := requestPath.ReplaceAllString(e.Message, "")
 		if e.Reason != "" && len(e.SchemaValidationErrors) == 0 {
 			msg += ": " + e.Reason
 		}
+		var fields []string
 		for _, f := range e.SchemaValidationErrors {
-			msg += fmt.Sprintf("; %s: %s", f.FieldPath, f.Reason)
+			field := f.Reason
+			if f.FieldPath != "" {
+				field = arrayIndex.ReplaceAllString(f.FieldPath, "[*]") + ": " + f.Reason
+			}
+			if !slices.Contains(fields, field) {
+				fields = append(fields, field)
+			}
+		}
+		sort.Strings(fields)
+		for _, f := range fields {
+			msg += "; " + f
 		}
 		out = append(out, strings.TrimSpace(msg))
 	}
 	return out
 }
+
+var (
+	requestPath = regexp.MustCompile(` for '[^']*'`)
+	arrayIndex  = regexp.MustCompile(`\[\d+\]`)
+)
 
 // TestSecondValidatorReadsNullableStrictly pins down how the second
 // validator reads `nullable`, on a small document: as OpenAPI 3.0.3 says,
