@@ -7,6 +7,7 @@ BIN      := $(CURDIR)/bin
 MODULES  := agent controlplane proto
 PACKAGES := $(foreach m,$(MODULES),./$(m)/...)
 COVDIR   := $(CURDIR)/.edgeward/api-coverage
+RESPDIR  := $(CURDIR)/.edgeward/api-responses
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X github.com/edgeward/edgeward/controlplane/internal/app.Version=$(VERSION) -X main.Version=$(VERSION)
 
@@ -36,15 +37,19 @@ cross: ## Cross-compile the agent for every supported platform into bin/.
 
 # Every test, with the race detector: unit, integration on real PostgreSQL
 # (DATABASE_URL, or a private throwaway cluster), and end-to-end tests of the
-# real binaries. Then the check that every operation of the spec was exercised.
+# real binaries. Then the check that every operation of the spec was
+# exercised, and a second OpenAPI validator, independent of kin-openapi, over
+# every response the suite received.
 # Test packages mostly wait (PostgreSQL, child processes, timers), so twice
 # as many run at once as there are CPUs.
 TEST_PARALLEL ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 2) * 2 )))
-test: ## Run every test (-race), then check every API operation was exercised.
-	@rm -rf $(COVDIR)
-	EDGEWARD_API_COVERAGE_DIR=$(COVDIR) $(GO) test -race -count=1 -p $(TEST_PARALLEL) $(PACKAGES)
+test: ## Run every test (-race), then check every API operation was exercised and every response passes a second validator.
+	@rm -rf $(COVDIR) $(RESPDIR)
+	EDGEWARD_API_COVERAGE_DIR=$(COVDIR) EDGEWARD_API_RESPONSES_DIR=$(RESPDIR) $(GO) test -race -count=1 -p $(TEST_PARALLEL) $(PACKAGES)
 	set -o pipefail; EDGEWARD_API_COVERAGE_DIR=$(COVDIR) EDGEWARD_API_COVERAGE_CHECK=1 \
-		$(GO) test -count=1 -run '^TestEveryOperationIsExercised$$' -v ./controlplane/internal/apitest | grep -E '^(---|ok|FAIL|\s+coverage_test)' || exit 1
+		EDGEWARD_API_RESPONSES_DIR=$(RESPDIR) EDGEWARD_API_RESPONSES_CHECK=1 \
+		$(GO) test -count=1 -run '^(TestEveryOperationIsExercised|TestRecordedResponsesPassASecondValidator)$$' -v ./controlplane/internal/apitest \
+		| grep -E '^(---|ok|FAIL|\s+(coverage|second_validator)_test)' || exit 1
 	@cat $(COVDIR)/*.summary 2>/dev/null || true
 	@if [ -z "$$DATABASE_URL" ]; then echo "The tests' private PostgreSQL cluster keeps running for the next run; 'make test-db-stop' stops it."; fi
 

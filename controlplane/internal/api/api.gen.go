@@ -1092,7 +1092,7 @@ type Asset struct {
 
 // AssetAuthorization defines model for AssetAuthorization.
 type AssetAuthorization struct {
-	// Basis Why authorized: agent_host, allowlist, manual; null when unauthorized.
+	// Basis Why the asset is authorized; null when it is unauthorized.
 	Basis     *AssetAuthorizationBasis `json:"basis"`
 	ChangedAt time.Time                `json:"changed_at"`
 
@@ -1101,7 +1101,7 @@ type AssetAuthorization struct {
 	State AuthorizationState `json:"state"`
 }
 
-// AssetAuthorizationBasis Why authorized: agent_host, allowlist, manual; null when unauthorized.
+// AssetAuthorizationBasis Why an asset is authorized. `agent_host`: it is an enrolled host whose agent stands. `allowlist`: a sighting matched a rule of its site's discovery policy. `manual`: a person authorized it (`authorizeAsset`, or resolving an alert as `authorized`).
 type AssetAuthorizationBasis string
 
 // AssetList defines model for AssetList.
@@ -1463,13 +1463,15 @@ type ControlStatusValue string
 
 // Delivery defines model for Delivery.
 type Delivery struct {
-	AttemptCount   int                 `json:"attempt_count"`
-	CompletedAt    *time.Time          `json:"completed_at"`
-	CreatedAt      time.Time           `json:"created_at"`
-	DestinationId  openapi_types.UUID  `json:"destination_id"`
-	Event          DeliveryEvent       `json:"event"`
-	Id             openapi_types.UUID  `json:"id"`
-	LastAttemptAt  *time.Time          `json:"last_attempt_at"`
+	AttemptCount  int                `json:"attempt_count"`
+	CompletedAt   *time.Time         `json:"completed_at"`
+	CreatedAt     time.Time          `json:"created_at"`
+	DestinationId openapi_types.UUID `json:"destination_id"`
+	Event         DeliveryEvent      `json:"event"`
+	Id            openapi_types.UUID `json:"id"`
+	LastAttemptAt *time.Time         `json:"last_attempt_at"`
+
+	// LastErrorClass Why the last attempt failed; null before any attempt and when the last one succeeded.
 	LastErrorClass *DeliveryErrorClass `json:"last_error_class"`
 	LastStatusCode *int                `json:"last_status_code"`
 	NextRetryAt    *time.Time          `json:"next_retry_at"`
@@ -1491,7 +1493,9 @@ type DeliveryAttempt struct {
 	EndedAt    time.Time          `json:"ended_at"`
 
 	// Error A short description of the failure.
-	Error      *string             `json:"error"`
+	Error *string `json:"error"`
+
+	// ErrorClass Why this attempt failed; null when it succeeded.
 	ErrorClass *DeliveryErrorClass `json:"error_class"`
 	Id         openapi_types.UUID  `json:"id"`
 
@@ -1538,9 +1542,12 @@ type DeliveryAuthHeaderSet struct {
 
 // DeliveryDestination defines model for DeliveryDestination.
 type DeliveryDestination struct {
-	AuthHeader     *DeliveryAuthHeader       `json:"auth_header"`
-	CreatedAt      time.Time                 `json:"created_at"`
-	DisabledAt     *time.Time                `json:"disabled_at"`
+	// AuthHeader The extra header sent with each request; null when there is none.
+	AuthHeader *DeliveryAuthHeader `json:"auth_header"`
+	CreatedAt  time.Time           `json:"created_at"`
+	DisabledAt *time.Time          `json:"disabled_at"`
+
+	// DisabledReason Why the destination is disabled; null unless it is disabled.
 	DisabledReason *DeliveryDisabledReason   `json:"disabled_reason"`
 	Enabled        bool                      `json:"enabled"`
 	EventTypes     []DeliveryEventType       `json:"event_types"`
@@ -1920,6 +1927,9 @@ type NetworkInterface struct {
 	Name      string    `json:"name"`
 }
 
+// NullValue JSON `null`, and nothing else. OpenAPI 3.0 has no null type, and `nullable: true` only adds null to the `type` beside it: beside `allOf` or `$ref` it admits nothing, because the referenced schema still refuses null. A field that is a referenced schema or null is therefore `oneOf: [that schema, NullValue]`. (`type: object` is there only because `nullable` needs a type; `enum: [null]` leaves null as the one value.) Such fields carry `x-go-type`, the Go type oapi-codegen gives them: a pointer, nil for null.
+type NullValue = any
+
 // Observation defines model for Observation.
 type Observation struct {
 	AssetId     *openapi_types.UUID `json:"asset_id"`
@@ -2256,7 +2266,7 @@ type ListAgentCommandsParams struct {
 
 // QueueAgentCommandParams defines parameters for QueueAgentCommand.
 type QueueAgentCommandParams struct {
-	// IdempotencyKey Makes a retry safe. A key the client makes up for one request (1-255 printable ASCII characters; a UUID is a good key). The first request with a key runs; its final response (any status below 500) is kept for 24 hours, and a retry by the same principal with the same key and the same request (operation, path, JSON body in any key order) gets it again (status, body, `ETag`) with `Idempotent-Replayed: true`, changing nothing. The key with a different request is `422 idempotency_key_reused`. While the first request runs, a retry is `409 idempotency_key_in_progress` with `Retry-After`; an attempt unfinished after 60 seconds is taken to have died, and the retry runs. A 5xx is not kept. Operations that return a secret (createApiToken, createEnrollmentToken) take no key.
+	// IdempotencyKey Makes a retry safe. A key the client makes up for one request (1-255 printable ASCII characters; a UUID is a good key). The first request with a key runs; its final response (any status below 500) is kept for 24 hours, and a retry by the same principal with the same key and the same request (operation, path, JSON body in any key order) gets it again (status, body, `ETag`) with `Idempotent-Replayed: true`, changing nothing. The key with a different request is `422 idempotency_key_reused`. While the first request runs, a retry is `409 idempotency_key_in_progress` with `Retry-After`; an attempt unfinished after 60 seconds is taken to have died, and the retry runs. A 5xx is not kept. Operations that return a secret (createApiToken, createEnrollmentToken, createDeliveryDestination, rotateDeliveryDestinationSecret) take no key.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -2291,7 +2301,7 @@ type GetAlertEvidenceParams struct {
 
 // CreateTicketFromAlertParams defines parameters for CreateTicketFromAlert.
 type CreateTicketFromAlertParams struct {
-	// IdempotencyKey Makes a retry safe. A key the client makes up for one request (1-255 printable ASCII characters; a UUID is a good key). The first request with a key runs; its final response (any status below 500) is kept for 24 hours, and a retry by the same principal with the same key and the same request (operation, path, JSON body in any key order) gets it again (status, body, `ETag`) with `Idempotent-Replayed: true`, changing nothing. The key with a different request is `422 idempotency_key_reused`. While the first request runs, a retry is `409 idempotency_key_in_progress` with `Retry-After`; an attempt unfinished after 60 seconds is taken to have died, and the retry runs. A 5xx is not kept. Operations that return a secret (createApiToken, createEnrollmentToken) take no key.
+	// IdempotencyKey Makes a retry safe. A key the client makes up for one request (1-255 printable ASCII characters; a UUID is a good key). The first request with a key runs; its final response (any status below 500) is kept for 24 hours, and a retry by the same principal with the same key and the same request (operation, path, JSON body in any key order) gets it again (status, body, `ETag`) with `Idempotent-Replayed: true`, changing nothing. The key with a different request is `422 idempotency_key_reused`. While the first request runs, a retry is `409 idempotency_key_in_progress` with `Retry-After`; an attempt unfinished after 60 seconds is taken to have died, and the retry runs. A 5xx is not kept. Operations that return a secret (createApiToken, createEnrollmentToken, createDeliveryDestination, rotateDeliveryDestinationSecret) take no key.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -2461,7 +2471,7 @@ type ListDeliveryAttemptsParams struct {
 
 // RetryDeliveryParams defines parameters for RetryDelivery.
 type RetryDeliveryParams struct {
-	// IdempotencyKey Makes a retry safe. A key the client makes up for one request (1-255 printable ASCII characters; a UUID is a good key). The first request with a key runs; its final response (any status below 500) is kept for 24 hours, and a retry by the same principal with the same key and the same request (operation, path, JSON body in any key order) gets it again (status, body, `ETag`) with `Idempotent-Replayed: true`, changing nothing. The key with a different request is `422 idempotency_key_reused`. While the first request runs, a retry is `409 idempotency_key_in_progress` with `Retry-After`; an attempt unfinished after 60 seconds is taken to have died, and the retry runs. A 5xx is not kept. Operations that return a secret (createApiToken, createEnrollmentToken) take no key.
+	// IdempotencyKey Makes a retry safe. A key the client makes up for one request (1-255 printable ASCII characters; a UUID is a good key). The first request with a key runs; its final response (any status below 500) is kept for 24 hours, and a retry by the same principal with the same key and the same request (operation, path, JSON body in any key order) gets it again (status, body, `ETag`) with `Idempotent-Replayed: true`, changing nothing. The key with a different request is `422 idempotency_key_reused`. While the first request runs, a retry is `409 idempotency_key_in_progress` with `Retry-After`; an attempt unfinished after 60 seconds is taken to have died, and the retry runs. A 5xx is not kept. Operations that return a secret (createApiToken, createEnrollmentToken, createDeliveryDestination, rotateDeliveryDestinationSecret) take no key.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -2494,7 +2504,7 @@ type ListDiscoveryAuthorizationsParams struct {
 
 // RequestDiscoveryAuthorizationParams defines parameters for RequestDiscoveryAuthorization.
 type RequestDiscoveryAuthorizationParams struct {
-	// IdempotencyKey Makes a retry safe. A key the client makes up for one request (1-255 printable ASCII characters; a UUID is a good key). The first request with a key runs; its final response (any status below 500) is kept for 24 hours, and a retry by the same principal with the same key and the same request (operation, path, JSON body in any key order) gets it again (status, body, `ETag`) with `Idempotent-Replayed: true`, changing nothing. The key with a different request is `422 idempotency_key_reused`. While the first request runs, a retry is `409 idempotency_key_in_progress` with `Retry-After`; an attempt unfinished after 60 seconds is taken to have died, and the retry runs. A 5xx is not kept. Operations that return a secret (createApiToken, createEnrollmentToken) take no key.
+	// IdempotencyKey Makes a retry safe. A key the client makes up for one request (1-255 printable ASCII characters; a UUID is a good key). The first request with a key runs; its final response (any status below 500) is kept for 24 hours, and a retry by the same principal with the same key and the same request (operation, path, JSON body in any key order) gets it again (status, body, `ETag`) with `Idempotent-Replayed: true`, changing nothing. The key with a different request is `422 idempotency_key_reused`. While the first request runs, a retry is `409 idempotency_key_in_progress` with `Retry-After`; an attempt unfinished after 60 seconds is taken to have died, and the retry runs. A 5xx is not kept. Operations that return a secret (createApiToken, createEnrollmentToken, createDeliveryDestination, rotateDeliveryDestinationSecret) take no key.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -2559,7 +2569,7 @@ type ListSitesParams struct {
 
 // CreateSiteParams defines parameters for CreateSite.
 type CreateSiteParams struct {
-	// IdempotencyKey Makes a retry safe. A key the client makes up for one request (1-255 printable ASCII characters; a UUID is a good key). The first request with a key runs; its final response (any status below 500) is kept for 24 hours, and a retry by the same principal with the same key and the same request (operation, path, JSON body in any key order) gets it again (status, body, `ETag`) with `Idempotent-Replayed: true`, changing nothing. The key with a different request is `422 idempotency_key_reused`. While the first request runs, a retry is `409 idempotency_key_in_progress` with `Retry-After`; an attempt unfinished after 60 seconds is taken to have died, and the retry runs. A 5xx is not kept. Operations that return a secret (createApiToken, createEnrollmentToken) take no key.
+	// IdempotencyKey Makes a retry safe. A key the client makes up for one request (1-255 printable ASCII characters; a UUID is a good key). The first request with a key runs; its final response (any status below 500) is kept for 24 hours, and a retry by the same principal with the same key and the same request (operation, path, JSON body in any key order) gets it again (status, body, `ETag`) with `Idempotent-Replayed: true`, changing nothing. The key with a different request is `422 idempotency_key_reused`. While the first request runs, a retry is `409 idempotency_key_in_progress` with `Retry-After`; an attempt unfinished after 60 seconds is taken to have died, and the retry runs. A 5xx is not kept. Operations that return a secret (createApiToken, createEnrollmentToken, createDeliveryDestination, rotateDeliveryDestinationSecret) take no key.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -2577,7 +2587,7 @@ type ListTicketsParams struct {
 
 // CreateTicketParams defines parameters for CreateTicket.
 type CreateTicketParams struct {
-	// IdempotencyKey Makes a retry safe. A key the client makes up for one request (1-255 printable ASCII characters; a UUID is a good key). The first request with a key runs; its final response (any status below 500) is kept for 24 hours, and a retry by the same principal with the same key and the same request (operation, path, JSON body in any key order) gets it again (status, body, `ETag`) with `Idempotent-Replayed: true`, changing nothing. The key with a different request is `422 idempotency_key_reused`. While the first request runs, a retry is `409 idempotency_key_in_progress` with `Retry-After`; an attempt unfinished after 60 seconds is taken to have died, and the retry runs. A 5xx is not kept. Operations that return a secret (createApiToken, createEnrollmentToken) take no key.
+	// IdempotencyKey Makes a retry safe. A key the client makes up for one request (1-255 printable ASCII characters; a UUID is a good key). The first request with a key runs; its final response (any status below 500) is kept for 24 hours, and a retry by the same principal with the same key and the same request (operation, path, JSON body in any key order) gets it again (status, body, `ETag`) with `Idempotent-Replayed: true`, changing nothing. The key with a different request is `422 idempotency_key_reused`. While the first request runs, a retry is `409 idempotency_key_in_progress` with `Retry-After`; an attempt unfinished after 60 seconds is taken to have died, and the retry runs. A 5xx is not kept. Operations that return a secret (createApiToken, createEnrollmentToken, createDeliveryDestination, rotateDeliveryDestinationSecret) take no key.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -2598,13 +2608,13 @@ type ListTicketCommentsParams struct {
 
 // AddTicketCommentParams defines parameters for AddTicketComment.
 type AddTicketCommentParams struct {
-	// IdempotencyKey Makes a retry safe. A key the client makes up for one request (1-255 printable ASCII characters; a UUID is a good key). The first request with a key runs; its final response (any status below 500) is kept for 24 hours, and a retry by the same principal with the same key and the same request (operation, path, JSON body in any key order) gets it again (status, body, `ETag`) with `Idempotent-Replayed: true`, changing nothing. The key with a different request is `422 idempotency_key_reused`. While the first request runs, a retry is `409 idempotency_key_in_progress` with `Retry-After`; an attempt unfinished after 60 seconds is taken to have died, and the retry runs. A 5xx is not kept. Operations that return a secret (createApiToken, createEnrollmentToken) take no key.
+	// IdempotencyKey Makes a retry safe. A key the client makes up for one request (1-255 printable ASCII characters; a UUID is a good key). The first request with a key runs; its final response (any status below 500) is kept for 24 hours, and a retry by the same principal with the same key and the same request (operation, path, JSON body in any key order) gets it again (status, body, `ETag`) with `Idempotent-Replayed: true`, changing nothing. The key with a different request is `422 idempotency_key_reused`. While the first request runs, a retry is `409 idempotency_key_in_progress` with `Retry-After`; an attempt unfinished after 60 seconds is taken to have died, and the retry runs. A 5xx is not kept. Operations that return a secret (createApiToken, createEnrollmentToken, createDeliveryDestination, rotateDeliveryDestinationSecret) take no key.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // AddTicketLinkParams defines parameters for AddTicketLink.
 type AddTicketLinkParams struct {
-	// IdempotencyKey Makes a retry safe. A key the client makes up for one request (1-255 printable ASCII characters; a UUID is a good key). The first request with a key runs; its final response (any status below 500) is kept for 24 hours, and a retry by the same principal with the same key and the same request (operation, path, JSON body in any key order) gets it again (status, body, `ETag`) with `Idempotent-Replayed: true`, changing nothing. The key with a different request is `422 idempotency_key_reused`. While the first request runs, a retry is `409 idempotency_key_in_progress` with `Retry-After`; an attempt unfinished after 60 seconds is taken to have died, and the retry runs. A 5xx is not kept. Operations that return a secret (createApiToken, createEnrollmentToken) take no key.
+	// IdempotencyKey Makes a retry safe. A key the client makes up for one request (1-255 printable ASCII characters; a UUID is a good key). The first request with a key runs; its final response (any status below 500) is kept for 24 hours, and a retry by the same principal with the same key and the same request (operation, path, JSON body in any key order) gets it again (status, body, `ETag`) with `Idempotent-Replayed: true`, changing nothing. The key with a different request is `422 idempotency_key_reused`. While the first request runs, a retry is `409 idempotency_key_in_progress` with `Retry-After`; an attempt unfinished after 60 seconds is taken to have died, and the retry runs. A 5xx is not kept. Operations that return a secret (createApiToken, createEnrollmentToken, createDeliveryDestination, rotateDeliveryDestinationSecret) take no key.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -6361,51 +6371,75 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 		ErrorHandlerFunc:   options.ErrorHandlerFunc,
 	}
 
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/me", wrapper.GetMe)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/agents", wrapper.ListAgents)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/agents/{agent_id}", wrapper.GetAgent)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/agents/{agent_id}/commands", wrapper.ListAgentCommands)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/agents/{agent_id}/commands", wrapper.QueueAgentCommand)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/agents/{agent_id}/revoke", wrapper.RevokeAgent)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/agents/{agent_id}/telemetry/heartbeat", wrapper.PostAgentHeartbeat)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/alerts", wrapper.ListAlerts)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/alerts/{alert_id}", wrapper.GetAlert)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/alerts/{alert_id}/acknowledge", wrapper.AcknowledgeAlert)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/alerts/{alert_id}/assign", wrapper.AssignAlert)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/alerts/{alert_id}/evidence", wrapper.GetAlertEvidence)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/alerts/{alert_id}/resolve", wrapper.ResolveAlert)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/alerts/{alert_id}/tickets", wrapper.CreateTicketFromAlert)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/alerts/{alert_id}/timeline", wrapper.GetAlertTimeline)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/api-tokens", wrapper.ListApiTokens)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/api-tokens", wrapper.CreateApiToken)
 	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/api/v1/api-tokens/{token_id}", wrapper.RevokeApiToken)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/api-tokens/{token_id}", wrapper.GetApiToken)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/assets", wrapper.ListAssets)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/assets/{asset_id}", wrapper.GetAsset)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/assets/{asset_id}/authorize", wrapper.AuthorizeAsset)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/assets/{asset_id}/timeline", wrapper.GetAssetTimeline)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/assets/{asset_id}/unauthorize", wrapper.UnauthorizeAsset)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/audit/events", wrapper.ListAuditEvents)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/audit/integrity", wrapper.GetAuditIntegrity)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/auditor/evidence", wrapper.ListAuditorEvidence)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/auditor/evidence/{evidence_id}", wrapper.GetAuditorEvidence)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/collectors", wrapper.ListCollectors)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/collectors/{collector_id}", wrapper.GetCollector)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/commands/{command_id}", wrapper.GetCommand)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/compliance/controls", wrapper.ListComplianceControls)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/compliance/controls/{control_id}", wrapper.GetComplianceControl)
+	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/api/v1/compliance/controls/{control_id}/not-applicable", wrapper.ClearControlNotApplicable)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/compliance/controls/{control_id}/not-applicable", wrapper.MarkControlNotApplicable)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/compliance/frameworks", wrapper.ListComplianceFrameworks)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/compliance/policies", wrapper.ListCompliancePolicies)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/compliance/policies/{policy_id}", wrapper.GetCompliancePolicy)
+	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/api/v1/compliance/policies/{policy_id}", wrapper.UpdateCompliancePolicy)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/compliance/policies/{policy_id}/fork", wrapper.ForkCompliancePolicy)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/compliance/policies/{policy_id}/versions", wrapper.ListCompliancePolicyVersions)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/compliance/policies/{policy_id}/versions/{version}", wrapper.GetCompliancePolicyVersion)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/deliveries", wrapper.ListDeliveries)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/deliveries/{delivery_id}", wrapper.GetDelivery)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/deliveries/{delivery_id}/attempts", wrapper.ListDeliveryAttempts)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/deliveries/{delivery_id}/retry", wrapper.RetryDelivery)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/delivery-destinations", wrapper.ListDeliveryDestinations)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/delivery-destinations", wrapper.CreateDeliveryDestination)
+	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/api/v1/delivery-destinations/{destination_id}", wrapper.DeleteDeliveryDestination)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/delivery-destinations/{destination_id}", wrapper.GetDeliveryDestination)
+	m.HandleFunc(http.MethodPatch+" "+options.BaseURL+"/api/v1/delivery-destinations/{destination_id}", wrapper.UpdateDeliveryDestination)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/delivery-destinations/{destination_id}/rotate-secret", wrapper.RotateDeliveryDestinationSecret)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/discovery/authorizations", wrapper.ListDiscoveryAuthorizations)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/discovery/authorizations", wrapper.RequestDiscoveryAuthorization)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/discovery/observations", wrapper.ListObservations)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/discovery/policies", wrapper.ListDiscoveryPolicies)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/discovery/policies/{site_id}", wrapper.GetDiscoveryPolicy)
+	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/api/v1/discovery/policies/{site_id}", wrapper.PutDiscoveryPolicy)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/discovery/status", wrapper.GetDiscoveryStatus)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/enrollment-tokens", wrapper.ListEnrollmentTokens)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/enrollment-tokens", wrapper.CreateEnrollmentToken)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/enrollment-tokens/{token_id}", wrapper.GetEnrollmentToken)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/enrollment-tokens/{token_id}/revoke", wrapper.RevokeEnrollmentToken)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/agents", wrapper.ListAgents)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/agents/{agent_id}", wrapper.GetAgent)
-	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/agents/{agent_id}/revoke", wrapper.RevokeAgent)
-	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/agents/{agent_id}/telemetry/heartbeat", wrapper.PostAgentHeartbeat)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/assets", wrapper.ListAssets)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/assets/{asset_id}", wrapper.GetAsset)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/assets/{asset_id}/timeline", wrapper.GetAssetTimeline)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/evidence", wrapper.ListEvidence)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/evidence/{evidence_id}", wrapper.GetEvidence)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/me", wrapper.GetMe)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/sites", wrapper.ListSites)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/sites", wrapper.CreateSite)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/sites/{site_id}", wrapper.GetSite)
 	m.HandleFunc(http.MethodPatch+" "+options.BaseURL+"/api/v1/sites/{site_id}", wrapper.UpdateSite)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/discovery/policies", wrapper.ListDiscoveryPolicies)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/discovery/policies/{site_id}", wrapper.GetDiscoveryPolicy)
-	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/api/v1/discovery/policies/{site_id}", wrapper.PutDiscoveryPolicy)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/discovery/authorizations", wrapper.ListDiscoveryAuthorizations)
-	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/discovery/authorizations", wrapper.RequestDiscoveryAuthorization)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/discovery/observations", wrapper.ListObservations)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/discovery/status", wrapper.GetDiscoveryStatus)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/collectors", wrapper.ListCollectors)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/collectors/{collector_id}", wrapper.GetCollector)
-	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/assets/{asset_id}/authorize", wrapper.AuthorizeAsset)
-	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/assets/{asset_id}/unauthorize", wrapper.UnauthorizeAsset)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/alerts", wrapper.ListAlerts)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/alerts/{alert_id}", wrapper.GetAlert)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/alerts/{alert_id}/timeline", wrapper.GetAlertTimeline)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/alerts/{alert_id}/evidence", wrapper.GetAlertEvidence)
-	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/alerts/{alert_id}/acknowledge", wrapper.AcknowledgeAlert)
-	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/alerts/{alert_id}/assign", wrapper.AssignAlert)
-	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/alerts/{alert_id}/resolve", wrapper.ResolveAlert)
-	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/alerts/{alert_id}/tickets", wrapper.CreateTicketFromAlert)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/evidence", wrapper.ListEvidence)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/evidence/{evidence_id}", wrapper.GetEvidence)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/auditor/evidence", wrapper.ListAuditorEvidence)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/auditor/evidence/{evidence_id}", wrapper.GetAuditorEvidence)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/tickets", wrapper.ListTickets)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/tickets", wrapper.CreateTicket)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/tickets/{ticket_id}", wrapper.GetTicket)
@@ -6414,30 +6448,6 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/tickets/{ticket_id}/comments", wrapper.AddTicketComment)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/tickets/{ticket_id}/links", wrapper.ListTicketLinks)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/tickets/{ticket_id}/links", wrapper.AddTicketLink)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/agents/{agent_id}/commands", wrapper.ListAgentCommands)
-	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/agents/{agent_id}/commands", wrapper.QueueAgentCommand)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/commands/{command_id}", wrapper.GetCommand)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/delivery-destinations", wrapper.ListDeliveryDestinations)
-	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/delivery-destinations", wrapper.CreateDeliveryDestination)
-	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/api/v1/delivery-destinations/{destination_id}", wrapper.DeleteDeliveryDestination)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/delivery-destinations/{destination_id}", wrapper.GetDeliveryDestination)
-	m.HandleFunc(http.MethodPatch+" "+options.BaseURL+"/api/v1/delivery-destinations/{destination_id}", wrapper.UpdateDeliveryDestination)
-	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/delivery-destinations/{destination_id}/rotate-secret", wrapper.RotateDeliveryDestinationSecret)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/deliveries", wrapper.ListDeliveries)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/deliveries/{delivery_id}", wrapper.GetDelivery)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/deliveries/{delivery_id}/attempts", wrapper.ListDeliveryAttempts)
-	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/deliveries/{delivery_id}/retry", wrapper.RetryDelivery)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/compliance/frameworks", wrapper.ListComplianceFrameworks)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/compliance/controls", wrapper.ListComplianceControls)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/compliance/controls/{control_id}", wrapper.GetComplianceControl)
-	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/api/v1/compliance/controls/{control_id}/not-applicable", wrapper.ClearControlNotApplicable)
-	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/compliance/controls/{control_id}/not-applicable", wrapper.MarkControlNotApplicable)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/compliance/policies", wrapper.ListCompliancePolicies)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/compliance/policies/{policy_id}", wrapper.GetCompliancePolicy)
-	m.HandleFunc(http.MethodPut+" "+options.BaseURL+"/api/v1/compliance/policies/{policy_id}", wrapper.UpdateCompliancePolicy)
-	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/api/v1/compliance/policies/{policy_id}/fork", wrapper.ForkCompliancePolicy)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/compliance/policies/{policy_id}/versions", wrapper.ListCompliancePolicyVersions)
-	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/api/v1/compliance/policies/{policy_id}/versions/{version}", wrapper.GetCompliancePolicyVersion)
 
 	return m
 }
@@ -9456,6 +9466,22 @@ func (response GetAuditIntegrity200JSONResponse) VisitGetAuditIntegrityResponse(
 	return err
 }
 
+type GetAuditIntegrity400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response GetAuditIntegrity400ApplicationProblemPlusJSONResponse) VisitGetAuditIntegrityResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type GetAuditIntegrity401ApplicationProblemPlusJSONResponse struct {
 	UnauthorizedApplicationProblemPlusJSONResponse
 }
@@ -10486,6 +10512,22 @@ func (response ListComplianceFrameworks200JSONResponse) VisitListComplianceFrame
 	return err
 }
 
+type ListComplianceFrameworks400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ListComplianceFrameworks400ApplicationProblemPlusJSONResponse) VisitListComplianceFrameworksResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ListComplianceFrameworks401ApplicationProblemPlusJSONResponse struct {
 	UnauthorizedApplicationProblemPlusJSONResponse
 }
@@ -10552,6 +10594,22 @@ func (response ListCompliancePolicies200JSONResponse) VisitListCompliancePolicie
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListCompliancePolicies400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ListCompliancePolicies400ApplicationProblemPlusJSONResponse) VisitListCompliancePoliciesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -13243,6 +13301,22 @@ func (response GetDiscoveryStatus200JSONResponse) VisitGetDiscoveryStatusRespons
 	return err
 }
 
+type GetDiscoveryStatus400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response GetDiscoveryStatus400ApplicationProblemPlusJSONResponse) VisitGetDiscoveryStatusResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type GetDiscoveryStatus401ApplicationProblemPlusJSONResponse struct {
 	UnauthorizedApplicationProblemPlusJSONResponse
 }
@@ -13927,6 +14001,22 @@ func (response GetMe200JSONResponse) VisitGetMeResponse(w http.ResponseWriter) e
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetMe400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response GetMe400ApplicationProblemPlusJSONResponse) VisitGetMeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
 	_, err := buf.WriteTo(w)
 	return err
 }

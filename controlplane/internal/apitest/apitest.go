@@ -6,6 +6,12 @@
 // When EDGEWARD_API_COVERAGE_DIR is set, the client records each operation it
 // exercised there; `make test` then fails if any operation of the spec was
 // never called by any test (see TestEveryOperationIsExercised).
+//
+// When EDGEWARD_API_RESPONSES_DIR is set, every response that Validate
+// checks is also recorded there, whole (status, headers, body); `make test`
+// then runs a second OpenAPI validator, independent of kin-openapi, over all
+// of them (see TestRecordedResponsesPassASecondValidator). One validator's
+// leniency must not be the contract.
 package apitest
 
 import (
@@ -14,6 +20,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -41,6 +48,10 @@ import (
 
 // CoverageDirEnv names the directory where exercised operations are recorded.
 const CoverageDirEnv = "EDGEWARD_API_COVERAGE_DIR"
+
+// ResponsesDirEnv names the directory where every validated response is
+// recorded for the second validator.
+const ResponsesDirEnv = "EDGEWARD_API_RESPONSES_DIR"
 
 // Env is a running control plane with a bootstrapped tenant.
 type Env struct {
@@ -269,18 +280,44 @@ func (e *Env) validate(req *http.Request, body []byte, r *Response) error {
 }
 
 // Validate checks a response against the operation of specs/openapi.yaml it
-// answered and returns that operation's id. Responses to paths outside the
-// spec (404, 405) must be problem documents; so must every error response
-// the operation does not declare as JSON.
+// answered and returns that operation's id. A 405 for a method its path
+// lacks must be the 405 the path's operations declare (with `Allow`); other
+// responses to paths outside the spec (404) must be problem documents; so
+// must every error response the operation does not declare as JSON. Every
+// response must carry X-Request-Id.
 func Validate(req *http.Request, reqBody []byte, status int, header http.Header, body []byte) (string, error) {
 	ix, err := api.Spec()
 	if err != nil {
 		return "", err
 	}
-	op, params, _ := ix.Match(req.Method, req.URL.EscapedPath())
+	path := req.URL.EscapedPath()
+	op, params, allowed := ix.Match(req.Method, path)
+	opID := ""
+	if op != nil {
+		opID = op.ID
+	}
+	recordResponse(Recorded{
+		Operation: opID, Method: req.Method, Path: path, Query: req.URL.RawQuery,
+		Status: status, Header: header, Body: body,
+	})
+	if header.Get("X-Request-Id") == "" {
+		return opID, errors.New("no X-Request-Id header")
+	}
+	if op == nil && status == http.StatusMethodNotAllowed && len(allowed) > 0 {
+		// Checked as the path's first operation answering 405; it is not
+		// that operation's coverage.
+		declaring, params, _ := ix.Match(allowed[0], path)
+		vreq := req.Clone(context.Background())
+		vreq.Method = allowed[0]
+		return "", validateResponse(ix, declaring, params, vreq, nil, status, header, body)
+	}
 	if op == nil {
 		return "", validateSchema(ix.Doc, "Problem", body)
 	}
+	return op.ID, validateResponse(ix, op, params, req, reqBody, status, header, body)
+}
+
+func validateResponse(ix *api.Index, op *api.Operation, params map[string]string, req *http.Request, reqBody []byte, status int, header http.Header, body []byte) error {
 	vreq := req.Clone(context.Background())
 	vreq.Body = io.NopCloser(bytes.NewReader(reqBody))
 	in := &openapi3filter.ResponseValidationInput{
@@ -291,14 +328,14 @@ func Validate(req *http.Request, reqBody []byte, status int, header http.Header,
 		Options:                &openapi3filter.Options{IncludeResponseStatus: true, MultiError: true},
 	}
 	if err := openapi3filter.ValidateResponse(context.Background(), in); err != nil {
-		return op.ID, err
+		return err
 	}
 	declared := op.Spec.Responses.Status(status)
 	isDeclaredJSON := declared != nil && declared.Value != nil && declared.Value.Content.Get("application/json") != nil
 	if status >= 400 && !isDeclaredJSON && !strings.HasPrefix(header.Get("Content-Type"), "application/problem+json") {
-		return op.ID, fmt.Errorf("error response with content type %q, not application/problem+json", header.Get("Content-Type"))
+		return fmt.Errorf("error response with content type %q, not application/problem+json", header.Get("Content-Type"))
 	}
-	return op.ID, nil
+	return nil
 }
 
 func validateSchema(doc *openapi3.T, name string, body []byte) error {
@@ -329,6 +366,78 @@ func recordCoverage(opID string, status int) {
 	}
 	defer func() { _ = f.Close() }()
 	_, _ = fmt.Fprintf(f, "%s %d\n", opID, status)
+}
+
+// Recorded is one response as a test received it, kept for the second
+// validator.
+type Recorded struct {
+	// Binary is the test binary that received it (e.g. deliveries.test).
+	Binary string `json:"binary"`
+	// Operation is the operation id the request matched; empty outside the
+	// spec (an unknown path, or a known path with another method).
+	Operation string `json:"operation,omitempty"`
+	Method    string `json:"method"`
+	// Path is the escaped request path, Query the raw query.
+	Path   string      `json:"path"`
+	Query  string      `json:"query,omitempty"`
+	Status int         `json:"status"`
+	Header http.Header `json:"header"`
+	Body   []byte      `json:"body"`
+}
+
+var responsesMu sync.Mutex
+
+// recordResponse appends r as one JSON line to this process's file in
+// ResponsesDirEnv, when that is set. Test binaries run in parallel, so each
+// writes its own file.
+func recordResponse(r Recorded) {
+	dir := os.Getenv(ResponsesDirEnv)
+	if dir == "" {
+		return
+	}
+	r.Binary = filepath.Base(os.Args[0])
+	line, err := json.Marshal(r)
+	if err != nil {
+		return
+	}
+	line = append(line, '\n')
+	responsesMu.Lock()
+	defer responsesMu.Unlock()
+	_ = os.MkdirAll(dir, 0o755)
+	f, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("%d.jsonl", os.Getpid())), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return
+	}
+	defer func() { _ = f.Close() }()
+	_, _ = f.Write(line)
+}
+
+// ReadRecorded returns every response recorded in dir.
+func ReadRecorded(dir string) ([]Recorded, error) {
+	files, err := filepath.Glob(filepath.Join(dir, "*.jsonl"))
+	if err != nil {
+		return nil, err
+	}
+	var all []Recorded
+	for _, name := range files {
+		f, err := os.Open(name)
+		if err != nil {
+			return nil, err
+		}
+		dec := json.NewDecoder(f)
+		for {
+			var r Recorded
+			if err := dec.Decode(&r); err == io.EOF {
+				break
+			} else if err != nil {
+				_ = f.Close()
+				return nil, fmt.Errorf("%s: %w", name, err)
+			}
+			all = append(all, r)
+		}
+		_ = f.Close()
+	}
+	return all, nil
 }
 
 // JSON decodes the body into v.
