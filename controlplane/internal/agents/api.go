@@ -104,7 +104,7 @@ func (a Agent) toAPI() api.Agent {
 		LastSeq: a.LastSeq, FirstSeq: a.FirstSeq, ReportsApplied: a.ReportsApplied,
 	}
 	if a.QueueErrorKind != nil {
-		kind := api.AgentQueueHealthLastErrorKind(*a.QueueErrorKind)
+		kind := api.AgentQueueErrorKind(*a.QueueErrorKind)
 		out.Queue.LastErrorKind = &kind
 	}
 	if a.CertSerial != nil && a.CertNotBefore != nil && a.CertNotAfter != nil {

@@ -20,30 +20,30 @@ import (
 	openapi_types "github.com/oapi-codegen/runtime/types"
 )
 
-// Defines values for AgentQueueHealthLastErrorKind.
+// Defines values for AgentQueueErrorKind.
 const (
-	Io       AgentQueueHealthLastErrorKind = "io"
-	NoSpace  AgentQueueHealthLastErrorKind = "no_space"
-	Other    AgentQueueHealthLastErrorKind = "other"
-	Quota    AgentQueueHealthLastErrorKind = "quota"
-	ReadOnly AgentQueueHealthLastErrorKind = "read_only"
-	TooLarge AgentQueueHealthLastErrorKind = "too_large"
+	QueueErrorIO       AgentQueueErrorKind = "io"
+	QueueErrorNoSpace  AgentQueueErrorKind = "no_space"
+	QueueErrorOther    AgentQueueErrorKind = "other"
+	QueueErrorQuota    AgentQueueErrorKind = "quota"
+	QueueErrorReadOnly AgentQueueErrorKind = "read_only"
+	QueueErrorTooLarge AgentQueueErrorKind = "too_large"
 )
 
-// Valid indicates whether the value is a known member of the AgentQueueHealthLastErrorKind enum.
-func (e AgentQueueHealthLastErrorKind) Valid() bool {
+// Valid indicates whether the value is a known member of the AgentQueueErrorKind enum.
+func (e AgentQueueErrorKind) Valid() bool {
 	switch e {
-	case Io:
+	case QueueErrorIO:
 		return true
-	case NoSpace:
+	case QueueErrorNoSpace:
 		return true
-	case Other:
+	case QueueErrorOther:
 		return true
-	case Quota:
+	case QueueErrorQuota:
 		return true
-	case ReadOnly:
+	case QueueErrorReadOnly:
 		return true
-	case TooLarge:
+	case QueueErrorTooLarge:
 		return true
 	default:
 		return false
@@ -856,6 +856,9 @@ type AgentQueue struct {
 	Unqueued *int64 `json:"unqueued,omitempty"`
 }
 
+// AgentQueueErrorKind Why an agent's queue write failed: no_space (the file system is full), quota (a disk quota), read_only (a read-only file system), io (a device error), too_large (one report exceeded the queue's byte bound), other.
+type AgentQueueErrorKind string
+
 // AgentQueueHealth The agent's own figures about its durable queue, as of its last heartbeat. `dropped` and `unqueued` are the two ways reports are lost before they are sent: the queue's size bound dropped them, or the agent could not write them to its queue at all (a full disk). Unqueued reports never got a sequence number, so `reports_applied` cannot show the gap; this count does.
 type AgentQueueHealth struct {
 	// Depth Reports waiting in the agent's queue.
@@ -870,8 +873,8 @@ type AgentQueueHealth struct {
 	// LastErrorAt When the most recent queue write failed (agent clock); null when it never failed.
 	LastErrorAt *time.Time `json:"last_error_at"`
 
-	// LastErrorKind Why the most recent queue write failed: no_space (the file system is full), quota (a disk quota), read_only (a read-only file system), io (a device error), too_large (one report exceeded the queue's byte bound), other. Kept after the agent recovered; null when it never failed.
-	LastErrorKind *AgentQueueHealthLastErrorKind `json:"last_error_kind"`
+	// LastErrorKind Why the most recent queue write failed. Kept after the agent recovered; null when it never failed.
+	LastErrorKind *AgentQueueErrorKind `json:"last_error_kind"`
 
 	// Unqueued Reports the agent could not write to its queue, over the queue's life.
 	Unqueued int64 `json:"unqueued"`
@@ -879,9 +882,6 @@ type AgentQueueHealth struct {
 	// Writable False while the agent says it cannot write its queue: its new reports are lost (and counted in `unqueued`) until it can. True again once it has written one.
 	Writable bool `json:"writable"`
 }
-
-// AgentQueueHealthLastErrorKind Why the most recent queue write failed: no_space (the file system is full), quota (a disk quota), read_only (a read-only file system), io (a device error), too_large (one report exceeded the queue's byte bound), other. Kept after the agent recovered; null when it never failed.
-type AgentQueueHealthLastErrorKind string
 
 // AgentRevoke defines model for AgentRevoke.
 type AgentRevoke struct {
