@@ -60,7 +60,7 @@ type Response struct {
 
 // StoredHeaders are the response headers a replay repeats. The rest (request
 // id, dates, connection headers) belong to the request that carries them.
-var StoredHeaders = []string{"Content-Type", "Cache-Control", "ETag", "Location"}
+var StoredHeaders = []string{"Content-Type", "Cache-Control", "ETag"}
 
 // Outcome says what Begin found.
 type Outcome int
