@@ -20,19 +20,22 @@ import (
 
 // TestAgentProtocolRefusesBadInput: a sequence number past 2^63 was
 // acknowledged but never applied (the agent would have deleted a report the
-// server dropped); a Connect JSON body gets the same check as REST bodies.
+// server dropped), and one past 2^53 could not be read back exactly by a
+// JSON client; a Connect JSON body gets the same check as REST bodies.
 func TestAgentProtocolRefusesBadInput(t *testing.T) {
 	env := apitest.Start(t)
 	a := mustEnroll(t, env, "m1", "h1")
 	_, err := a.heartbeat(a.report())
 	require.NoError(t, err)
 
-	huge := a.report()
-	huge.Seq = math.MaxInt64 + 1
-	_, err = a.heartbeat(huge)
-	require.Error(t, err)
-	assert.Equal(t, connect.CodeInvalidArgument, connect.CodeOf(err), err.Error())
-	assert.Contains(t, err.Error(), "2^63-1")
+	for _, seq := range []uint64{math.MaxInt64 + 1, 1 << 53} {
+		huge := a.report()
+		huge.Seq = seq
+		_, err = a.heartbeat(huge)
+		require.Error(t, err)
+		assert.Equal(t, connect.CodeInvalidArgument, connect.CodeOf(err), err.Error())
+		assert.Contains(t, err.Error(), "2^53-1")
+	}
 	assert.EqualValues(t, 1, getAgent(t, env, a.AgentID).LastSeq, "nothing applied")
 
 	cfg := env.TLSConfig()

@@ -2,7 +2,6 @@ package agents
 
 import (
 	"crypto/sha256"
-	"math"
 	"reflect"
 	"sort"
 	"strconv"
@@ -111,7 +110,7 @@ func factsFromProto(p *agentv1.HostFacts) *Facts {
 		Hostname: p.GetHostname(), OS: p.GetOs(), Platform: p.GetPlatform(), PlatformVersion: p.GetPlatformVersion(),
 		KernelVersion: p.GetKernelVersion(), Arch: p.GetArch(), AgentVersion: p.GetAgentVersion(), MachineID: p.GetMachineId(),
 		HardwareID: p.GetHardwareId(), SerialNumber: p.GetSerialNumber(), CPUCount: int(p.GetCpuCount()), CPUModel: p.GetCpuModel(),
-		MemoryTotalBytes: clampInt64(p.GetMemoryTotalBytes()),
+		MemoryTotalBytes: clampCount(p.GetMemoryTotalBytes()),
 	}
 	if p.BootTime != nil {
 		t := p.BootTime.AsTime().UTC()
@@ -124,7 +123,7 @@ func factsFromProto(p *agentv1.HostFacts) *Facts {
 		f.Interfaces = append(f.Interfaces, Interface{Name: i.GetName(), MAC: strings.ToLower(i.GetMac()), Addresses: i.GetAddresses()})
 	}
 	for _, d := range p.GetDisks() {
-		f.Disks = append(f.Disks, Disk{Mountpoint: d.GetMountpoint(), Device: d.GetDevice(), FSType: d.GetFstype(), TotalBytes: clampInt64(d.GetTotalBytes()), UsedBytes: clampInt64(d.GetUsedBytes())})
+		f.Disks = append(f.Disks, Disk{Mountpoint: d.GetMountpoint(), Device: d.GetDevice(), FSType: d.GetFstype(), TotalBytes: clampCount(d.GetTotalBytes()), UsedBytes: clampCount(d.GetUsedBytes())})
 	}
 	return f.sanitize()
 }
@@ -302,12 +301,14 @@ func (f *Facts) Addresses() (ips, macs []string) {
 	return ips, macs
 }
 
-// clampInt64 holds a protocol counter in the int64 columns that store it;
-// no real counter reaches 2^63, so a larger one is a corrupt report's and
-// is kept at the maximum instead of wrapping negative.
-func clampInt64(u uint64) int64 {
-	if u > math.MaxInt64 {
-		return math.MaxInt64
-	}
-	return int64(u)
+// MaxInteger is the largest integer the API stores and answers: 2^53-1, the
+// largest that every JSON reader holds exactly (I-JSON, RFC 7493; a
+// JavaScript console or a float64 decoder would misread anything larger).
+const MaxInteger = 1<<53 - 1
+
+// clampCount holds an agent's counter within MaxInteger; no real counter
+// comes near it, so a larger one is a corrupt report's and is kept at the
+// maximum instead of being refused with the rest of the report.
+func clampCount(u uint64) int64 {
+	return int64(min(u, MaxInteger))
 }

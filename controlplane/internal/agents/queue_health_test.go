@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/edgeward/edgeward/controlplane/internal/agents"
 	"github.com/edgeward/edgeward/controlplane/internal/apitest"
 	agentv1 "github.com/edgeward/edgeward/proto/gen/edgeward/agent/v1"
 )
@@ -103,8 +104,8 @@ func TestQueueHealthReachesTheAgentDetail(t *testing.T) {
 	assert.True(t, q.Writable)
 }
 
-// TestGarbledQueueFiguresDoNotFailTheHeartbeat: counts past int64 are
-// clamped, timestamps no database can hold are dropped, unknown kinds are
+// TestGarbledQueueFiguresDoNotFailTheHeartbeat: counts past 2^53-1 (the
+// API's integer range) are clamped, timestamps no database can hold are dropped, unknown kinds are
 // "other"; the reports are applied all the same.
 func TestGarbledQueueFiguresDoNotFailTheHeartbeat(t *testing.T) {
 	env := apitest.Start(t)
@@ -116,7 +117,7 @@ func TestGarbledQueueFiguresDoNotFailTheHeartbeat(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []uint64{rep.GetSeq()}, resp.GetAckedSeqs())
 	q, _ := getQueueHealth(t, env, a.AgentID)
-	assert.EqualValues(t, int64(1<<63-1), q.Unqueued)
+	assert.EqualValues(t, agents.MaxInteger, q.Unqueued)
 	assert.True(t, q.Writable, "an unreadable failing_since is no failure")
 	require.NotNil(t, q.LastErrorKind)
 	assert.Equal(t, "other", *q.LastErrorKind)

@@ -7,7 +7,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"log/slog"
-	"math"
 	"net/http"
 	"time"
 
@@ -107,11 +106,11 @@ func (s *Service) Heartbeat(ctx context.Context, req *connect.Request[agentv1.He
 	}
 	reports := make([]Report, 0, len(msgs))
 	for _, m := range msgs {
-		if m.GetSeq() == 0 || m.GetSeq() > math.MaxInt64 {
-			return nil, refuse(connect.CodeInvalidArgument, "report sequence numbers start at 1 and end at 2^63-1; got %d", m.GetSeq())
+		if m.GetSeq() == 0 || m.GetSeq() > MaxInteger {
+			return nil, refuse(connect.CodeInvalidArgument, "report sequence numbers start at 1 and end at 2^53-1; got %d", m.GetSeq())
 		}
 		r := Report{Seq: m.GetSeq(), At: m.GetCreatedAt().AsTime(), Facts: factsFromProto(m.GetFacts()), Counts: len(m.GetObservations()),
-			ObservationsDropped: clampInt64(m.GetObservationsDropped())}
+			ObservationsDropped: clampCount(m.GetObservationsDropped())}
 		if m.CreatedAt == nil {
 			r.At = s.cfg.now()
 		}
@@ -231,7 +230,7 @@ func queueFromProto(q *agentv1.QueueStats) *QueueStats {
 		t := ts.AsTime().UTC().Truncate(time.Microsecond)
 		return &t
 	}
-	out := &QueueStats{Depth: clampInt64(q.GetDepth()), Dropped: clampInt64(q.GetDropped()), Unqueued: clampInt64(q.GetUnqueued()),
+	out := &QueueStats{Depth: clampCount(q.GetDepth()), Dropped: clampCount(q.GetDropped()), Unqueued: clampCount(q.GetUnqueued()),
 		LastErrorAt: at(q.GetLastErrorAt()), FailingSince: at(q.GetFailingSince())}
 	if out.LastErrorAt != nil {
 		out.LastErrorKind = queueErrorKind(q.GetLastErrorKind())
