@@ -293,7 +293,11 @@ func checkJSON(body []byte) *problem.Problem {
 	case jsoncheck.KindInvalidText:
 		code = problem.CodeInvalidText
 	}
-	p := problem.New(http.StatusBadRequest, code, "the request body is refused: "+err.Detail)
+	detail := "in the request body, " + err.Detail
+	if rest, ok := strings.CutPrefix(err.Detail, "the body "); ok {
+		detail = "the request body " + rest
+	}
+	p := problem.New(http.StatusBadRequest, code, detail)
 	if err.Pointer != "" {
 		p.Errors = []problem.Field{{Pointer: err.Pointer, Detail: err.Detail}}
 	}
